@@ -1,0 +1,60 @@
+"""The text form of tool calls: Hermes/Qwen-style ``<tool_call>{json}</tool_call>`` blocks.
+
+The model writes free text with zero or more blocks, each a JSON object
+``{"name": str, "arguments": {...}}``. ``parse_action`` turns that text into the env's
+typed :class:`~envs.core.AgentAction`; ``format_action`` writes an action back in the same
+form (gold replays, SFT targets), so ``parse_action(format_action(a)) == a``.
+Reasoning blocks (``<think>...</think>``) are kept in ``content`` untouched.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+
+from envs.core import AgentAction, ToolCall
+
+OPEN, CLOSE = "<tool_call>", "</tool_call>"
+_BLOCK = re.compile(re.escape(OPEN) + r"(.*?)(?:" + re.escape(CLOSE) + r"|$)", re.DOTALL)
+
+
+def _read_call(raw: str) -> ToolCall | None:
+    try:
+        data = json.loads(raw)
+    except json.JSONDecodeError:
+        return None
+    if not isinstance(data, dict) or not isinstance(data.get("name"), str) or not data["name"]:
+        return None
+    arguments = data.get("arguments", {})
+    if isinstance(arguments, str):  # some models double-encode the arguments
+        try:
+            arguments = json.loads(arguments)
+        except json.JSONDecodeError:
+            return None
+    if not isinstance(arguments, dict):
+        return None
+    return ToolCall(name=data["name"], arguments=arguments)
+
+
+def parse_action(text: str) -> AgentAction:
+    """Split model output into message text, readable tool calls and malformed ones."""
+    calls: list[ToolCall] = []
+    malformed: list[str] = []
+    for match in _BLOCK.finditer(text):
+        raw = match.group(1).strip()
+        call = _read_call(raw)
+        if call is None:
+            malformed.append(raw)
+        else:
+            calls.append(call)
+    content = _BLOCK.sub("", text).strip()
+    return AgentAction(content=content, tool_calls=tuple(calls), malformed=tuple(malformed))
+
+
+def format_action(action: AgentAction) -> str:
+    """The text a model should emit for ``action`` (ids are not part of the text form)."""
+    blocks = [
+        OPEN + json.dumps({"name": c.name, "arguments": c.arguments}, ensure_ascii=False) + CLOSE
+        for c in action.tool_calls
+    ]
+    return "\n".join(([action.content] if action.content else []) + blocks)

@@ -1,0 +1,299 @@
+"""A Gymnasium env over any tau2 domain: tools on tau2's engine, scoring by tau2's evaluator.
+
+The env owns the conversation loop (tau2's orchestrator is not used): each ``step`` takes
+one assistant message. Tool calls run against the episode's own tau2 ``Environment``; a
+text message goes to the user simulator. The episode is scored at its end by
+``tau2.evaluator.evaluate_simulation`` on the untruncated trajectory, exactly as tau2 scores
+its own runs (DB and COMMUNICATE checks; action checks reported, not rewarded, in tau3).
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from envs.core import AgentAction, ConfigError, EpisodeCounters, TaskSpec, ToolCall, ToolUseEnv
+from envs.tau2_engine import TauDomain
+from envs.users import STOP, ScriptedUser, UserIdentity, UserScenario, UserSimulator, is_stop
+
+GREETING = "Hi! How can I help you today?"  # tau2's first agent message
+
+
+@dataclass(frozen=True)
+class TauEnvConfig:
+    """Episode limits of a tau2-backed env (defaults: the SGCD paper, Table 4)."""
+
+    split: str = "train"
+    """Task split the env draws from when ``reset`` gets no ``task_id``."""
+    max_turns: int = 16
+    """Assistant messages to the user (and user replies) before the episode is truncated."""
+    max_steps: int = 64
+    """All assistant messages, tool calls included: a cap on tool-call loops."""
+    max_observation_chars: int = 512
+    """Tool results and user messages are cut to this length in what the agent sees."""
+    max_action_chars: int = 8000
+    """An assistant message longer than this is rejected with an error observation."""
+
+
+class TauEnv(ToolUseEnv):
+    """A tau2 domain as a toolgym env; subclasses say which domain (see tau3_airline)."""
+
+    def __init__(
+        self,
+        domain: TauDomain,
+        config: TauEnvConfig | None = None,
+        user: UserSimulator | None = None,
+    ) -> None:
+        super().__init__()
+        self.domain = domain
+        self.config = config or TauEnvConfig()
+        self.user = user or ScriptedUser()
+        self.max_action_chars = self.config.max_action_chars
+        self._split_ids = domain.split_ids(self.config.split)
+        self._world = None
+        self._done = True
+
+    # -- benchmark hooks -------------------------------------------------------------
+    def tasks(self) -> list[TaskSpec]:
+        return [
+            TaskSpec(task_id=i, split=self.config.split, category=self.domain.category(i))
+            for i in self._split_ids
+        ]
+
+    def gold_actions(self, task_id: str) -> list[AgentAction]:
+        """The gold tool calls, one per message, then a closing message that states every
+        ``communicate_info`` value (a transfer closes with the transfer notice)."""
+        criteria = self.domain.tasks[task_id].evaluation_criteria
+        actions = [
+            AgentAction(tool_calls=(ToolCall(a.name, dict(a.arguments), f"gold_{k}"),))
+            for k, a in enumerate(criteria.actions or [])
+        ]
+        info = "; ".join(criteria.communicate_info or [])
+        closing = f"All done. {info}".strip() if actions or info else "Sorry, I cannot help."
+        return actions + [AgentAction(content=closing)]
+
+    def state_hash(self) -> str:
+        if self._world is None:
+            raise RuntimeError("call reset() before state_hash()")
+        return self._world.get_db_hash()
+
+    def episode_record(self) -> dict[str, Any]:
+        return {
+            "task_id": self._task_id,
+            "domain": self.domain.name,
+            "user": self._identity.as_dict(),
+            "messages": [m.model_dump(mode="json") for m in self._trajectory],
+            "rejected": list(self._rejected),
+        }
+
+    # -- gymnasium API ---------------------------------------------------------------
+    def reset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[dict, dict]:
+        super().reset(seed=seed)
+        options = options or {}
+        task_id = options.get("task_id")
+        if task_id is None:
+            task_id = self._split_ids[int(self.np_random.integers(len(self._split_ids)))]
+        task_id = str(task_id)
+        if task_id not in self.domain.tasks:
+            raise ConfigError(
+                f"unknown task_id {task_id!r} for {self.domain.name}; its tasks are "
+                f"{sorted(self.domain.tasks, key=lambda t: (len(t), t))}"
+            )
+        from tau2.data_model.message import AssistantMessage, UserMessage
+
+        task = self.domain.tasks[task_id]
+        self._task_id = task_id
+        self._category = self.domain.category(task_id)
+        self._world = self.domain.build_environment()
+        self._counters = EpisodeCounters()
+        self._rejected: list[dict[str, Any]] = []
+        self._transferred = False
+        self._started = datetime.now()
+        self._identity: UserIdentity = self.user.start(_scenario(task), seed)
+        self._trajectory: list = [AssistantMessage(role="assistant", content=GREETING)]
+        self._conversation = [{"role": "assistant", "content": GREETING}]
+        opening = self.user.reply(self._conversation, transferred=False)
+        self._conversation.append({"role": "user", "content": opening})
+        self._trajectory.append(UserMessage(role="user", content=opening))
+        self._done = False
+        obs = {
+            "messages": [
+                {"role": "system", "content": self.domain.policy},
+                {"role": "user", "content": self._clip(opening)},
+            ],
+            "tools": list(self.domain.tool_schemas),
+        }
+        return obs, self._info()
+
+    def step(self, action: AgentAction) -> tuple[dict, float, bool, bool, dict]:
+        if self._done:
+            raise RuntimeError("episode is over: call reset() before step()")
+        if not isinstance(action, AgentAction):
+            raise TypeError(
+                f"step() takes an envs.core.AgentAction, got {type(action).__name__}; "
+                "parse model text with agents.tool_format.parse_action"
+            )
+        self._counters.steps += 1
+        if len(action.content) > self.config.max_action_chars:
+            messages = [
+                self._reject(action, f"message exceeds {self.config.max_action_chars} chars")
+            ]
+            return self._advance(messages, stop_reason=None)
+        if action.is_tool_use:
+            return self._advance(self._run_tools(action), stop_reason=None)
+        if not action.content.strip():
+            return self._advance([self._reject(action, "empty message")], stop_reason=None)
+        return self._talk(action.content)
+
+    def close(self) -> None:
+        self._world = None
+        self._done = True
+
+    # -- internals -------------------------------------------------------------------
+    def _run_tools(self, action: AgentAction) -> list[dict[str, str]]:
+        from tau2.data_model.message import AssistantMessage
+        from tau2.data_model.message import ToolCall as TauToolCall
+
+        observations = [
+            self._reject(action, f"malformed tool call: {raw}") for raw in action.malformed
+        ]
+        if not action.tool_calls:
+            return observations
+        calls = [
+            TauToolCall(
+                id=c.id or f"call_{self._counters.steps}_{k}", name=c.name, arguments=c.arguments
+            )
+            for k, c in enumerate(action.tool_calls)
+        ]
+        self._trajectory.append(
+            AssistantMessage(role="assistant", content=action.content or None, tool_calls=calls)
+        )
+        for call in calls:
+            result = self._world.get_response(call)
+            self._trajectory.append(result)
+            self._counters.tool_calls += 1
+            self._counters.tool_errors += int(result.error)
+            self._counters.tools_used.append(call.name)
+            self._transferred |= call.name == "transfer_to_human_agents" and not result.error
+            observations.append(
+                {
+                    "role": "tool",
+                    "name": call.name,
+                    "tool_call_id": call.id,
+                    "content": self._clip(result.content or ""),
+                }
+            )
+        return observations
+
+    def _talk(self, content: str) -> tuple[dict, float, bool, bool, dict]:
+        from tau2.data_model.message import AssistantMessage, UserMessage
+
+        self._counters.turns += 1
+        self._trajectory.append(AssistantMessage(role="assistant", content=content))
+        self._conversation.append({"role": "assistant", "content": content})
+        if STOP in content:
+            return self._advance([], stop_reason="agent_stop")
+        reply = self.user.reply(self._conversation, transferred=self._transferred)
+        self._counters.user_turns += 1
+        self._conversation.append({"role": "user", "content": reply})
+        self._trajectory.append(UserMessage(role="user", content=reply))
+        message = {"role": "user", "content": self._clip(reply)}
+        return self._advance([message], stop_reason="user_stop" if is_stop(reply) else None)
+
+    def _reject(self, action: AgentAction, why: str) -> dict[str, str]:
+        self._counters.invalid_actions += 1
+        self._rejected.append(
+            {"step": self._counters.steps, "content": action.content, "error": why}
+        )
+        return {"role": "tool", "name": "error", "tool_call_id": "", "content": f"Error: {why}"}
+
+    def _advance(self, messages, stop_reason: str | None):
+        over_budget = (
+            self._counters.turns >= self.config.max_turns
+            or self._counters.steps >= self.config.max_steps
+        )
+        terminated = stop_reason is not None
+        truncated = over_budget and not terminated
+        info = self._info()
+        reward = 0.0
+        if terminated or truncated:
+            self._done = True
+            reward, final = self._score(stop_reason or "max_steps")
+            info.update(final)
+        return {"messages": messages, "tools": []}, reward, terminated, truncated, info
+
+    def _score(self, termination: str) -> tuple[float, dict[str, Any]]:
+        from tau2.data_model.simulation import SimulationRun, TerminationReason
+        from tau2.evaluator.evaluator import EvaluationType, evaluate_simulation
+
+        ended = datetime.now()
+        run = SimulationRun(
+            id=str(uuid.uuid4()),
+            task_id=self._task_id,
+            start_time=self._started.isoformat(),
+            end_time=ended.isoformat(),
+            duration=(ended - self._started).total_seconds(),
+            termination_reason=TerminationReason(termination),
+            messages=self._trajectory,
+        )
+        result = evaluate_simulation(
+            simulation=run,
+            task=self.domain.tasks[self._task_id],
+            evaluation_type=EvaluationType.ALL,
+            solo_mode=False,
+            domain=self.domain.name,
+        )
+        components = {
+            getattr(k, "value", str(k)).lower(): float(v)
+            for k, v in (result.reward_breakdown or {}).items()
+        }
+        actions = result.action_checks or []
+        communicate = result.communicate_checks or []
+        return float(result.reward), {
+            "termination_reason": termination,
+            "reward_components": components,
+            "action_checks": {
+                "matched": sum(c.action_match for c in actions),
+                "total": len(actions),
+            },
+            "communicate_checks": {
+                "met": sum(c.met for c in communicate),
+                "total": len(communicate),
+            },
+        }
+
+    def _clip(self, text: str) -> str:
+        limit = self.config.max_observation_chars
+        return (
+            text
+            if len(text) <= limit
+            else text[:limit] + f"... [truncated {len(text) - limit} chars]"
+        )
+
+    def _info(self) -> dict[str, Any]:
+        c = self._counters
+        return {
+            "task_id": self._task_id,
+            "category": self._category,
+            "turns": c.turns,
+            "steps": c.steps,
+            "tool_calls": c.tool_calls,
+            "tool_errors": c.tool_errors,
+            "invalid_actions": c.invalid_actions,
+            "tools_used": list(c.tools_used),
+            "user": self._identity.as_dict(),
+        }
+
+
+def _scenario(task) -> UserScenario:
+    instructions = task.user_scenario.instructions
+    return UserScenario(
+        reason_for_call=getattr(instructions, "reason_for_call", str(instructions)),
+        known_info=getattr(instructions, "known_info", "") or "",
+        task_instructions=getattr(instructions, "task_instructions", "") or "",
+        full_text=str(task.user_scenario),
+    )
