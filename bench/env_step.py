@@ -11,7 +11,6 @@ import time
 
 from envs.core import AgentAction, ToolCall
 from envs.tau3_airline.env import Tau3AirlineEnv
-from envs.tau_env import TauEnvConfig
 
 
 def timed(fn, repeats):
@@ -27,7 +26,7 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--repeats", type=int, default=200)
     args = parser.parse_args()
-    env = Tau3AirlineEnv(TauEnvConfig(split="test", max_steps=10**9))
+    env = Tau3AirlineEnv(split="test", max_steps=10**9)
     read = AgentAction(
         tool_calls=(ToolCall("get_reservation_details", {"reservation_id": "4WQ150"}),)
     )

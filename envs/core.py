@@ -38,8 +38,8 @@ plus whatever diagnostics the benchmark's evaluator reports.
 from __future__ import annotations
 
 import abc
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass, field, fields
+from typing import Any, TypeVar
 
 import gymnasium as gym
 
@@ -60,6 +60,18 @@ class ConfigError(ValueError):
     """A user's mistake in configuration or input (unknown task, split, option...).
 
     Command-line entry points print its message without a traceback."""
+
+
+C = TypeVar("C")
+
+
+def build_config(config_class: type[C], options: dict[str, Any], owner: str) -> C:
+    """``config_class(**options)``, with unknown option names reported as a ConfigError."""
+    known = sorted(f.name for f in fields(config_class))
+    unknown = sorted(set(options) - set(known))
+    if unknown:
+        raise ConfigError(f"{owner}: unknown options {unknown}; known options: {known}")
+    return config_class(**options)
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,15 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from envs.core import AgentAction, ConfigError, EpisodeCounters, TaskSpec, ToolCall, ToolUseEnv
+from envs.core import (
+    AgentAction,
+    ConfigError,
+    EpisodeCounters,
+    TaskSpec,
+    ToolCall,
+    ToolUseEnv,
+    build_config,
+)
 from envs.tau2_engine import TauDomain
 from envs.users import STOP, ScriptedUser, UserIdentity, UserScenario, UserSimulator, is_stop
 
@@ -40,15 +48,10 @@ class TauEnvConfig:
 class TauEnv(ToolUseEnv):
     """A tau2 domain as a toolgym env; subclasses say which domain (see tau3_airline)."""
 
-    def __init__(
-        self,
-        domain: TauDomain,
-        config: TauEnvConfig | None = None,
-        user: UserSimulator | None = None,
-    ) -> None:
+    def __init__(self, domain: TauDomain, user: UserSimulator | None = None, **options: Any):
         super().__init__()
         self.domain = domain
-        self.config = config or TauEnvConfig()
+        self.config = build_config(TauEnvConfig, options, domain.name)
         self.user = user or ScriptedUser()
         self.max_action_chars = self.config.max_action_chars
         self._split_ids = domain.split_ids(self.config.split)

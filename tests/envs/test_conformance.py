@@ -4,15 +4,12 @@ import gymnasium
 import pytest
 
 from envs import ENV_IDS, conformance
-from envs.tau_env import TauEnvConfig
 
 # Per benchmark: a factory of fresh envs, a task whose gold actions write state, and the
 # tasks whose gold replay must score 1.0.
 BENCHMARKS = {
     "tau3_airline": dict(
-        make_env=lambda: (
-            gymnasium.make(ENV_IDS["tau3_airline"], config=TauEnvConfig(split="test")).unwrapped
-        ),
+        make_env=lambda: gymnasium.make(ENV_IDS["tau3_airline"], split="test").unwrapped,
         writing_task="8",
     ),
 }

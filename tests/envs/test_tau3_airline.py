@@ -11,7 +11,6 @@ from envs.replay import replay
 from envs.tau2_engine import DataIntegrityError, verify_sha256
 from envs.tau3_airline.env import Tau3AirlineEnv
 from envs.tau3_airline.tasks import FILES, data_dir, tau3_airline_domain
-from envs.tau_env import TauEnvConfig
 from envs.users import STOP, LLMUser
 
 
@@ -37,7 +36,7 @@ def test_checksums_verify_and_a_changed_file_is_named(tmp_path):
 
 
 def test_do_nothing_floor_on_test_split_is_7_of_20():
-    env = Tau3AirlineEnv(TauEnvConfig(split="test"))
+    env = Tau3AirlineEnv(split="test")
     results = list(replay(env, [t.task_id for t in env.tasks()], "do_nothing"))
     passed = Counter(r.category for r in results if r.reward == 1.0)
     assert passed == {"information_only": 4, "no_action": 2, "transfer_only": 1}
@@ -45,13 +44,13 @@ def test_do_nothing_floor_on_test_split_is_7_of_20():
 
 @pytest.mark.slow
 def test_gold_replay_train_split():
-    env = Tau3AirlineEnv(TauEnvConfig(split="train"))
+    env = Tau3AirlineEnv(split="train")
     results = list(replay(env, [t.task_id for t in env.tasks()], "gold"))
     assert [r.task_id for r in results if r.reward != 1.0] == []
 
 
 def test_observations_are_truncated_but_the_record_is_not():
-    env = Tau3AirlineEnv(TauEnvConfig(split="test", max_observation_chars=100))
+    env = Tau3AirlineEnv(split="test", max_observation_chars=100)
     env.reset(options={"task_id": "8"})
     user_id = env.gold_actions("8")[0].tool_calls[0].arguments.get("user_id", "mia_li_3668")
     obs, *_ = env.step(
@@ -64,7 +63,7 @@ def test_observations_are_truncated_but_the_record_is_not():
 
 
 def test_turn_budget_truncates_with_zero_reward():
-    env = Tau3AirlineEnv(TauEnvConfig(split="test", max_turns=2))
+    env = Tau3AirlineEnv(split="test", max_turns=2)
     env.reset(options={"task_id": "2"})
     _, _, terminated, truncated, _ = env.step(AgentAction(content="Could you tell me more?"))
     assert not (terminated or truncated)
@@ -74,7 +73,7 @@ def test_turn_budget_truncates_with_zero_reward():
 
 
 def test_step_budget_caps_tool_loops():
-    env = Tau3AirlineEnv(TauEnvConfig(split="test", max_steps=3))
+    env = Tau3AirlineEnv(split="test", max_steps=3)
     env.reset(options={"task_id": "2"})
     call = AgentAction(tool_calls=(ToolCall("list_all_airports", {}),))
     outcomes = [env.step(call)[3] for _ in range(3)]
@@ -82,7 +81,7 @@ def test_step_budget_caps_tool_loops():
 
 
 def test_misuse_of_the_api_raises_clear_errors():
-    env = Tau3AirlineEnv(TauEnvConfig(split="test"))
+    env = Tau3AirlineEnv(split="test")
     with pytest.raises(ConfigError, match="unknown task_id"):
         env.reset(options={"task_id": "no-such-task"})
     env.reset(options={"task_id": "2"})
@@ -92,7 +91,9 @@ def test_misuse_of_the_api_raises_clear_errors():
     with pytest.raises(RuntimeError, match="reset"):
         env.step(AgentAction(content="hello"))
     with pytest.raises(ConfigError, match="no split"):
-        Tau3AirlineEnv(TauEnvConfig(split="dev"))
+        Tau3AirlineEnv(split="dev")
+    with pytest.raises(ConfigError, match=r"unknown options \['max_turn'\]"):
+        Tau3AirlineEnv(max_turn=3)
 
 
 class EchoBackend:
@@ -111,7 +112,7 @@ class EchoBackend:
 
 def test_llm_user_gets_tau2_prompt_flipped_roles_and_is_recorded():
     backend = EchoBackend(["I want to cancel my trip.", f"Thanks. {STOP}"])
-    env = Tau3AirlineEnv(TauEnvConfig(split="test"), user=LLMUser(backend, temperature=0.7))
+    env = Tau3AirlineEnv(split="test", user=LLMUser(backend, temperature=0.7))
     obs, info = env.reset(seed=5, options={"task_id": "2"})
     assert obs["messages"][1] == {"role": "user", "content": "I want to cancel my trip."}
     _, reward, terminated, _, info = env.step(AgentAction(content="Done, anything else."))

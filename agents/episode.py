@@ -1,0 +1,113 @@
+"""What a rollout hands to credit assignment and learners: token-level episode records.
+
+Token-in/token-out: ``ids`` are exactly the token ids the policy sampled, interleaved with
+the tokens of what the env said back (tool results, user turns) as the chat template
+renders them. The training sequence is never rebuilt from text.
+
+A group's siblings share one prompt (system policy, tool schemas, user's opening message
+when it is the same for all): it is kept once, in ``EpisodeGroup.prompt_ids``, and each
+episode's full sequence is ``group.prompt_ids + episode.ids``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+@dataclass
+class Turn:
+    """A span of ``Episode.ids``: one assistant message or one env/user message.
+
+    ``role`` is "assistant" (policy-generated, in the response mask), "tool" or "user".
+    ``start``/``end`` index ``Episode.ids`` (end exclusive). For assistant turns, ``text``
+    is the decoded model output; ``tool_calls`` names the calls it made (parsed ones).
+    """
+
+    role: str
+    start: int
+    end: int
+    text: str
+    tool_calls: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Episode:
+    """One sibling: a full multi-turn episode of one task.
+
+    ``response_mask[t]`` is 1 exactly where ``ids[t]`` was sampled by the policy and 0 on
+    template, tool-observation and user tokens; ``logprobs[t]`` is the behaviour
+    log-probability of ``ids[t]`` under the sampling policy (0.0 where the mask is 0).
+    ``reward`` is the benchmark evaluator's score of the whole episode.
+    """
+
+    task_id: str
+    category: str
+    ids: list[int]
+    response_mask: list[int]
+    logprobs: list[float]
+    turns: list[Turn]
+    reward: float
+    reward_components: dict[str, float] = field(default_factory=dict)
+    tool_calls: list[str] = field(default_factory=list)
+    termination_reason: str = ""
+    user: dict[str, Any] = field(default_factory=dict)
+    seed: int | None = None
+
+    def __post_init__(self) -> None:
+        if not len(self.ids) == len(self.response_mask) == len(self.logprobs):
+            raise ValueError(
+                f"episode {self.task_id}: ids ({len(self.ids)}), response_mask "
+                f"({len(self.response_mask)}) and logprobs ({len(self.logprobs)}) differ in length"
+            )
+
+    @property
+    def success(self) -> bool:
+        return self.reward >= 1.0
+
+    def assistant_turns(self) -> list[Turn]:
+        return [t for t in self.turns if t.role == "assistant"]
+
+
+@dataclass
+class EpisodeGroup:
+    """``n`` siblings of one task under one shared prompt."""
+
+    task_id: str
+    category: str
+    prompt_ids: list[int]
+    episodes: list[Episode]
+
+    @property
+    def rewards(self) -> list[float]:
+        return [e.reward for e in self.episodes]
+
+    @property
+    def is_mixed(self) -> bool:
+        """Some siblings succeed and some fail (on the verifier outcome, not a shaped reward)."""
+        wins = sum(e.success for e in self.episodes)
+        return 0 < wins < len(self.episodes)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> EpisodeGroup:
+        episodes = [
+            Episode(**{**e, "turns": [Turn(**t) for t in e["turns"]]}) for e in data["episodes"]
+        ]
+        return cls(**{**data, "episodes": episodes})
+
+
+def save_groups(groups: list[EpisodeGroup], path: Path) -> None:
+    """One JSON line per group (token ids inline: exact and replayable)."""
+    with Path(path).open("w") as f:
+        for g in groups:
+            f.write(json.dumps(g.to_json()) + "\n")
+
+
+def load_groups(path: Path) -> list[EpisodeGroup]:
+    with Path(path).open() as f:
+        return [EpisodeGroup.from_json(json.loads(line)) for line in f if line.strip()]
