@@ -8,16 +8,25 @@ from typing import Any
 import gymnasium
 
 from envs import ENV_IDS
-from envs.core import ConfigError, ToolUseEnv
-from envs.users import ScriptedUser, UserSimulator
+from envs.core import ConfigError, ToolUseEnv, build_config
+from envs.users import ChatBackend, LLMUser, ScriptedUser, UserSimulator
 
 
-def make_user(user_cfg: Mapping[str, Any]) -> UserSimulator:
-    """The scripted user from config; LLM users need a chat backend (``agents.chat``)."""
+def make_user(user_cfg: Mapping[str, Any], backend: ChatBackend | None = None) -> UserSimulator:
+    """A user simulator from its config (``configs/user/*.yaml``).
+
+    ``kind: llm`` needs ``backend``, the chat model built from ``user_cfg["backend"]`` by
+    the caller (``agents.chat.make_chat_backend``: envs do not know the backends).
+    """
     kind = user_cfg.get("kind")
+    options = {k: v for k, v in user_cfg.items() if k not in ("kind", "backend")}
     if kind == "scripted":
-        return ScriptedUser(confirmation=user_cfg["confirmation"])
-    raise ConfigError(f"user kind {kind!r} is not built here; known: ['scripted']")
+        return build_config(ScriptedUser, options, "user scripted")
+    if kind == "llm":
+        if backend is None:
+            raise ConfigError("the llm user needs a chat backend (user.backend in the config)")
+        return build_config(LLMUser, {**options, "backend": backend}, "user llm")
+    raise ConfigError(f"unknown user kind {kind!r}; known: ['scripted', 'llm']")
 
 
 def make_env(env_cfg: Mapping[str, Any], user: UserSimulator) -> ToolUseEnv:

@@ -20,6 +20,8 @@ import hashlib
 from dataclasses import asdict, dataclass
 from typing import Any, Protocol
 
+from envs.core import ConfigError
+
 STOP = "###STOP###"
 TRANSFER = "###TRANSFER###"
 OUT_OF_SCOPE = "###OUT-OF-SCOPE###"
@@ -38,7 +40,7 @@ def prompt_hash(text: str) -> str:
 class UserIdentity:
     model: str
     prompt_hash: str
-    temperature: float
+    temperature: float | None  # None: the model's default
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -55,12 +57,17 @@ class UserScenario:
 
 
 class ChatBackend(Protocol):
-    """A chat model that completes a list of ``{"role", "content"}`` messages."""
+    """A chat model that completes a list of ``{"role", "content"}`` messages.
+
+    ``temperature=None`` samples at the model's default; a backend whose API cannot set
+    it has ``supports_temperature = False`` and accepts only None.
+    """
 
     model: str
+    supports_temperature: bool
 
     def complete(
-        self, messages: list[dict[str, str]], *, temperature: float, seed: int | None
+        self, messages: list[dict[str, str]], *, temperature: float | None, seed: int | None
     ) -> str: ...
 
 
@@ -113,7 +120,14 @@ class LLMUser(UserSimulator):
     """
 
     backend: ChatBackend
-    temperature: float = 0.0
+    temperature: float | None = None
+    """None: the model's default (the only choice on Anthropic's current API)."""
+
+    def __post_init__(self) -> None:
+        if self.temperature is not None and not self.backend.supports_temperature:
+            raise ConfigError(
+                f"chat backend {self.backend.model} cannot set a temperature; use null"
+            )
 
     def start(self, scenario: UserScenario, seed: int | None) -> UserIdentity:
         from envs.tau2_engine import tau2_user_system_prompt

@@ -100,6 +100,7 @@ class EchoBackend:
     """Stands in for an external chat model (the real ones need a network or a key)."""
 
     model = "echo-test"
+    supports_temperature = True
 
     def __init__(self, replies):
         self.replies = list(replies)

@@ -1,0 +1,255 @@
+"""Chat backends: the external LLM of the simulated user and of SGCD's credit analyst.
+
+Each implements ``envs.users.ChatBackend`` (``model``, ``complete(messages, *,
+temperature, seed) -> str``) and accounts its calls, tokens, cost and latency in
+``usage``. Backends:
+
+* ``anthropic`` -- the official SDK; key from ``ANTHROPIC_API_KEY`` (never from config);
+  retries with exponential backoff on overload (529), rate limits (429), 5xx and timeouts
+  are the SDK's, bounded by ``max_retries`` and ``timeout_s``. API version 2026-10-21
+  (sent by SDK 2.x) rejects temperature/top_p/top_k, so this backend samples at the
+  model's default: ``supports_temperature`` is False and callers pass ``None``.
+* ``openai`` -- any OpenAI-compatible server (vLLM, llama.cpp, a hosted API).
+* ``local`` -- a transformers model on this machine (``agents.model`` names).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from envs.core import ConfigError, build_config
+
+
+class ChatBackendError(RuntimeError):
+    """The chat model could not answer (after the configured retries)."""
+
+
+@dataclass
+class ChatUsage:
+    calls: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost_usd: float = 0.0
+    seconds: float = 0.0
+
+    def add(self, input_tokens: int, output_tokens: int, cost_usd: float, seconds: float) -> None:
+        self.calls += 1
+        self.input_tokens += input_tokens
+        self.output_tokens += output_tokens
+        self.cost_usd += cost_usd
+        self.seconds += seconds
+
+
+@dataclass
+class AnthropicConfig:
+    model: str = "claude-sonnet-4-5"
+    """Model id sent to the Messages API."""
+    max_tokens: int = 1024
+    """Longest reply."""
+    max_retries: int = 4
+    """SDK retries (exponential backoff) on 429/529/5xx/timeouts before giving up."""
+    timeout_s: float = 60.0
+    """Per-request timeout."""
+    base_url: str | None = None
+    """None: the public API. Set for a proxy (or a loopback test server)."""
+    api_key_env: str = "ANTHROPIC_API_KEY"
+    """Environment variable holding the key; keys never live in config files."""
+    price_input_per_mtok: float = 3.0
+    """USD per million input tokens (list price of the default model when written)."""
+    price_output_per_mtok: float = 15.0
+    """USD per million output tokens."""
+
+
+@dataclass
+class OpenAIConfig:
+    model: str = "???"
+    """Model name the server knows."""
+    base_url: str = "http://127.0.0.1:8000/v1"
+    """The server's OpenAI-compatible endpoint."""
+    max_tokens: int = 1024
+    max_retries: int = 4
+    timeout_s: float = 60.0
+    api_key_env: str = "OPENAI_API_KEY"
+    """Environment variable holding the key (a local server accepts any)."""
+    price_input_per_mtok: float = 0.0
+    price_output_per_mtok: float = 0.0
+
+
+@dataclass
+class LocalConfig:
+    model: str = "smollm2"
+    """An ``agents.model`` name: smollm2, tiny-random, a checkpoint dir or a hub id."""
+    max_tokens: int = 256
+    dtype: str = "bfloat16"
+
+
+def _cost(cfg: Any, input_tokens: int, output_tokens: int) -> float:
+    return (
+        input_tokens * cfg.price_input_per_mtok + output_tokens * cfg.price_output_per_mtok
+    ) / 1e6
+
+
+def _api_key(env_var: str, required: bool) -> str:
+    key = os.environ.get(env_var)
+    if not key and required:
+        raise ConfigError(f"set {env_var} in the environment to use this chat backend")
+    return key or "unused"
+
+
+@dataclass
+class AnthropicChat:
+    config: AnthropicConfig
+    usage: ChatUsage = field(default_factory=ChatUsage)
+    supports_temperature = False
+
+    def __post_init__(self) -> None:
+        import anthropic
+
+        self._errors = (anthropic.APIStatusError, anthropic.APIConnectionError)
+        self.model = self.config.model
+        self._client = anthropic.Anthropic(
+            api_key=_api_key(self.config.api_key_env, required=True),
+            base_url=self.config.base_url,
+            max_retries=self.config.max_retries,
+            timeout=self.config.timeout_s,
+        )
+
+    def complete(
+        self, messages: list[dict[str, str]], *, temperature: float | None, seed: int | None
+    ) -> str:
+        if temperature is not None:
+            raise ConfigError(
+                "the anthropic backend cannot set a temperature (API 2026-10-21 rejects it): "
+                "set it to null"
+            )
+        # The Messages API takes the system prompt apart and has no seed parameter.
+        system = "\n\n".join(m["content"] for m in messages if m["role"] == "system")
+        turns = [m for m in messages if m["role"] != "system"]
+        start = time.perf_counter()
+        try:
+            reply = self._client.messages.create(
+                model=self.config.model,
+                max_tokens=self.config.max_tokens,
+                system=system,
+                messages=turns,
+            )
+        except self._errors as e:
+            raise ChatBackendError(f"anthropic {self.config.model}: {e}") from e
+        text = "".join(block.text for block in reply.content if block.type == "text")
+        u = reply.usage
+        self.usage.add(
+            u.input_tokens,
+            u.output_tokens,
+            _cost(self.config, u.input_tokens, u.output_tokens),
+            time.perf_counter() - start,
+        )
+        return text
+
+
+@dataclass
+class OpenAIChat:
+    config: OpenAIConfig
+    usage: ChatUsage = field(default_factory=ChatUsage)
+    supports_temperature = True
+
+    def __post_init__(self) -> None:
+        import openai
+
+        if self.config.model == "???":
+            raise ConfigError("the openai chat backend needs a model name (backend.model=...)")
+        self._errors = (openai.APIStatusError, openai.APIConnectionError)
+        self.model = self.config.model
+        self._client = openai.OpenAI(
+            api_key=_api_key(self.config.api_key_env, required=False),
+            base_url=self.config.base_url,
+            max_retries=self.config.max_retries,
+            timeout=self.config.timeout_s,
+        )
+
+    def complete(
+        self, messages: list[dict[str, str]], *, temperature: float | None, seed: int | None
+    ) -> str:
+        start = time.perf_counter()
+        try:
+            reply = self._client.chat.completions.create(
+                model=self.config.model,
+                messages=messages,
+                max_tokens=self.config.max_tokens,
+                temperature=temperature,
+                seed=seed,
+            )
+        except self._errors as e:
+            raise ChatBackendError(f"openai-compatible {self.config.model}: {e}") from e
+        u = reply.usage
+        tokens_in, tokens_out = (u.prompt_tokens, u.completion_tokens) if u else (0, 0)
+        self.usage.add(
+            tokens_in,
+            tokens_out,
+            _cost(self.config, tokens_in, tokens_out),
+            time.perf_counter() - start,
+        )
+        return reply.choices[0].message.content or ""
+
+
+@dataclass
+class LocalChat:
+    """A transformers model answering with its own chat template."""
+
+    config: LocalConfig
+    usage: ChatUsage = field(default_factory=ChatUsage)
+    supports_temperature = True
+
+    def __post_init__(self) -> None:
+        from agents.model import ModelConfig, load_model
+
+        self.model = self.config.model
+        self._model, self._tokenizer = load_model(
+            ModelConfig(name=self.config.model, dtype=self.config.dtype)
+        )
+
+    def complete(
+        self, messages: list[dict[str, str]], *, temperature: float | None, seed: int | None
+    ) -> str:
+        import torch
+
+        temperature = 1.0 if temperature is None else temperature  # the model's default
+        start = time.perf_counter()
+        ids = self._tokenizer.apply_chat_template(
+            messages, add_generation_prompt=True, return_tensors="pt", return_dict=True
+        )["input_ids"]
+        if seed is not None:
+            torch.manual_seed(seed)
+        with torch.no_grad():
+            out = self._model.generate(
+                input_ids=ids,
+                attention_mask=torch.ones_like(ids),
+                do_sample=temperature > 0,
+                temperature=temperature if temperature > 0 else None,
+                top_p=None,
+                top_k=None,
+                max_new_tokens=self.config.max_tokens,
+                pad_token_id=self._tokenizer.pad_token_id,
+            )
+        new = out[0, ids.shape[1] :]
+        self.usage.add(ids.shape[1], len(new), 0.0, time.perf_counter() - start)
+        return self._tokenizer.decode(new, skip_special_tokens=True).strip()
+
+
+BACKENDS = {
+    "anthropic": (AnthropicChat, AnthropicConfig),
+    "openai": (OpenAIChat, OpenAIConfig),
+    "local": (LocalChat, LocalConfig),
+}
+
+
+def make_chat_backend(cfg: dict[str, Any]):
+    """``cfg``: ``{"kind": "anthropic"|"openai"|"local", ...that backend's config fields}``."""
+    kind = cfg.get("kind")
+    if kind not in BACKENDS:
+        raise ConfigError(f"unknown chat backend {kind!r}; known: {sorted(BACKENDS)}")
+    backend_class, config_class = BACKENDS[kind]
+    options = {k: v for k, v in cfg.items() if k != "kind"}
+    return backend_class(build_config(config_class, options, f"chat backend {kind}"))

@@ -1,0 +1,98 @@
+"""Where a group's envs live: in this process, or as Ray actors (one per sibling slot).
+
+Generation stays where the model is (the driver); only env work (tool calls, the user
+simulator, the evaluator's ~0.7 s scoring) runs in the pool. Both pools build their envs
+from the same :class:`EnvSpec`, so a Ray rollout equals a local one for a fixed seed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from agents.chat import make_chat_backend
+from envs.core import AgentAction, ToolUseEnv
+from envs.factory import make_env, make_user
+
+
+@dataclass(frozen=True)
+class EnvSpec:
+    """Everything needed to build an env in any process: its config and its user's."""
+
+    env: dict[str, Any]
+    user: dict[str, Any] = field(default_factory=lambda: {"kind": "scripted"})
+
+    def build(self) -> ToolUseEnv:
+        backend = make_chat_backend(self.user["backend"]) if "backend" in self.user else None
+        return make_env(self.env, user=make_user(self.user, backend))
+
+
+class EnvWorker:
+    """One env slot. Also the Ray actor class (``ray.remote(EnvWorker)``)."""
+
+    def __init__(self, spec: EnvSpec):
+        self.env = spec.build()
+
+    def reset(self, task_id: str, seed: int) -> tuple[dict, dict]:
+        return self.env.reset(seed=seed, options={"task_id": task_id})
+
+    def step(self, action: AgentAction) -> tuple[dict, float, bool, bool, dict]:
+        return self.env.step(action)
+
+    def tasks(self) -> list:
+        return self.env.tasks()
+
+
+class EnvPool(Protocol):
+    size: int
+
+    def reset(self, jobs: dict[int, tuple[str, int]]) -> dict[int, tuple[dict, dict]]:
+        """Reset slot -> (task_id, seed); returns slot -> (observation, info)."""
+        ...
+
+    def step(self, actions: dict[int, AgentAction]) -> dict[int, tuple]:
+        """Step slot -> action; returns slot -> gymnasium's 5-tuple."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class LocalEnvPool:
+    def __init__(self, spec: EnvSpec, size: int):
+        self.size = size
+        self.workers = [EnvWorker(spec) for _ in range(size)]
+
+    def reset(self, jobs):
+        return {s: self.workers[s].reset(task, seed) for s, (task, seed) in jobs.items()}
+
+    def step(self, actions):
+        return {s: self.workers[s].step(a) for s, a in actions.items()}
+
+    def close(self) -> None:
+        for w in self.workers:
+            w.env.close()
+
+
+class RayEnvPool:
+    """Env slots as Ray actors; calls to different slots run in parallel."""
+
+    def __init__(self, spec: EnvSpec, size: int, num_cpus_per_worker: float):
+        import ray
+
+        self._ray = ray
+        actor = ray.remote(num_cpus=num_cpus_per_worker)(EnvWorker)
+        self.size = size
+        self.workers = [actor.remote(spec) for _ in range(size)]
+
+    def reset(self, jobs):
+        refs = [self.workers[s].reset.remote(task, seed) for s, (task, seed) in jobs.items()]
+        return dict(zip(jobs, self._ray.get(refs), strict=True))
+
+    def step(self, actions):
+        slots = list(actions)
+        refs = [self.workers[s].step.remote(actions[s]) for s in slots]
+        return dict(zip(slots, self._ray.get(refs), strict=True))
+
+    def close(self) -> None:
+        for w in self.workers:
+            self._ray.kill(w)

