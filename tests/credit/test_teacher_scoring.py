@@ -1,0 +1,129 @@
+import pytest
+import torch
+from credit_helpers import CharPrompts, encode, make_episode, make_group
+
+from agents.episode import Episode
+from credit.divergence import reverse_kl
+from credit.teacher import ScoringConfig, TeacherScorer, support_distributions
+
+
+@pytest.mark.parametrize("k", [1, 5, 64])
+def test_support_sums_to_one_and_tail_holds_the_rest(k):
+    g = torch.Generator().manual_seed(k)
+    student, teacher = torch.randn(40, 64, generator=g), 4 * torch.randn(40, 64, generator=g)
+    observed = torch.randint(0, 64, (40,), generator=g)
+    observed[:5] = teacher[:5].argmax(-1)  # some observed tokens inside the top-K
+    s_logp, t_logp, ids = support_distributions(student, teacher, observed, k)
+    assert s_logp.shape == t_logp.shape == (40, k + 2) and ids.shape == (40, k + 1)
+    for logits, logp in ((student, s_logp), (teacher, t_logp)):
+        full = torch.softmax(logits, dim=-1)
+        torch.testing.assert_close(logp.exp().sum(-1), torch.ones(40))
+        on_support = torch.zeros_like(full, dtype=torch.bool).scatter(-1, ids, True)
+        torch.testing.assert_close(logp[:, -1].exp(), 1 - (full * on_support).sum(-1))
+        torch.testing.assert_close(logp[:, :k].exp(), full.gather(-1, ids[:, :k]))
+    assert torch.equal(ids[:, :k], teacher.topk(k, dim=-1).indices)
+    in_top = (ids[:, :k] == observed[:, None]).any(-1)
+    assert in_top[:5].all()
+    assert torch.isneginf(s_logp[in_top, k]).all() and torch.isneginf(t_logp[in_top, k]).all()
+    assert torch.isfinite(s_logp[~in_top, k]).all()
+
+
+def _episodes():
+    return [
+        make_episode(
+            [("assistant", "Let me check."), ("tool", '{"ok": 1}'), ("assistant", "Done")], 1
+        ),
+        make_episode([("assistant", "No.")], 0),
+        make_episode([("user", "hm"), ("assistant", "Booked it, see you!")], 0),
+        # The first id sampled straight after the prompt: predicted by the prompt's last logit.
+        Episode("t1", "action", encode("Yes"), [1, 1, 1], [0.0] * 3, [], 1.0),
+    ]
+
+
+def _naive(model, prompt, episode, k):
+    """One full forward per sequence, nothing shared: the reference."""
+    ids = torch.tensor([prompt + episode.ids])
+    with torch.no_grad():
+        logits = model(input_ids=ids).logits[0]  # (P+T, V)
+    positions = torch.nonzero(torch.tensor(episode.response_mask)).flatten()
+    return logits[len(prompt) + positions - 1], torch.tensor(episode.ids)[positions], positions
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        ScoringConfig(top_k=8),
+        ScoringConfig(top_k=8, max_tokens_per_forward=1, positions_per_chunk=3),
+    ],
+    ids=["batched", "one-per-forward-chunked"],
+)
+def test_cached_batched_scoring_matches_naive_forwards(tiny_llama, config):
+    group = make_group(_episodes())
+    teacher_prompt = CharPrompts().teacher_prompt_ids(group, "check the reservation first")
+    scores = TeacherScorer(tiny_llama, config).score(
+        group.prompt_ids, teacher_prompt, group.episodes
+    )
+    for episode, got in zip(group.episodes, scores, strict=True):
+        s_logits, observed, positions = _naive(tiny_llama, group.prompt_ids, episode, config.top_k)
+        t_logits, _, _ = _naive(tiny_llama, teacher_prompt, episode, config.top_k)
+        s_ref, t_ref, ids_ref = support_distributions(s_logits, t_logits, observed, config.top_k)
+        assert torch.equal(got.positions, positions)
+        assert torch.equal(got.support_ids, ids_ref)
+        torch.testing.assert_close(got.student_logp, s_ref, atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(got.teacher_logp, t_ref, atol=1e-4, rtol=1e-4)
+        assert not got.student_logp.requires_grad
+
+
+def test_same_context_gives_zero_divergence(tiny_llama):
+    group = make_group(_episodes())
+    scorer = TeacherScorer(tiny_llama, ScoringConfig(top_k=16))
+    for score in scorer.score(group.prompt_ids, list(group.prompt_ids), group.episodes):
+        assert reverse_kl(score.student_logp, score.teacher_logp).abs().max() < 1e-6
+
+
+def test_context_moves_the_teacher_and_training_mode_is_restored(tiny_llama):
+    group = make_group(_episodes())
+    tiny_llama.train()
+    try:
+        scorer = TeacherScorer(tiny_llama, ScoringConfig(top_k=16))
+        teacher_prompt = encode("Always verify first. ") + group.prompt_ids
+        scores = scorer.score(group.prompt_ids, teacher_prompt, group.episodes)
+        assert tiny_llama.training
+    finally:
+        tiny_llama.eval()
+    divergence = torch.cat([reverse_kl(s.student_logp, s.teacher_logp) for s in scores])
+    assert divergence.max() > 0
+    for s in scores:
+        assert (
+            (s.teacher_entropy >= 0) & (s.teacher_entropy <= torch.log(torch.tensor(18.0)))
+        ).all()
+
+
+def test_empty_prompt_refused(tiny_llama):
+    with pytest.raises(ValueError, match="non-empty"):
+        TeacherScorer(tiny_llama, ScoringConfig()).score([], [1, 2], _episodes())
+
+
+def test_shared_tokens_are_run_once(tiny_llama):
+    group = make_group(_episodes())
+    teacher_prompt = CharPrompts().teacher_prompt_ids(group, "ctx")
+    shared = len(group.prompt_ids) // 2  # CharPrompts inserts the context mid-prompt
+    seen: list[int] = []
+    hook = tiny_llama.register_forward_pre_hook(
+        lambda module, args, kwargs: seen.append(kwargs["input_ids"].numel()), with_kwargs=True
+    )
+    try:
+        TeacherScorer(tiny_llama, ScoringConfig(top_k=4)).score(
+            group.prompt_ids, teacher_prompt, group.episodes
+        )
+    finally:
+        hook.remove()
+    longest = max(len(e.ids) for e in group.episodes)
+    batch = len(group.episodes) * longest  # all siblings in one padded forward per context
+    assert seen == [
+        shared,
+        len(group.prompt_ids) - shared,
+        len(teacher_prompt) - shared,
+        batch,
+        batch,
+    ]
