@@ -42,6 +42,9 @@ class ModelConfig:
     """Depth of the ``tiny-random`` model."""
     seed: int = 0
     """Initialisation seed of the ``tiny-random`` model."""
+    init_from: str | None = None
+    """A toolgym checkpoint directory (e.g. from ``toolgym sft``) whose weights and
+    tokenizer replace ``name``'s."""
 
 
 def _dtype(name: str) -> torch.dtype:
@@ -98,6 +101,12 @@ def load_tokenizer(cfg: ModelConfig) -> PreTrainedTokenizerBase:
 def load_model(cfg: ModelConfig) -> tuple[torch.nn.Module, PreTrainedTokenizerBase]:
     """The causal LM (eval mode) and its tokenizer."""
     dtype = _dtype(cfg.dtype)
+    if cfg.init_from is not None:
+        path = Path(os.path.expanduser(cfg.init_from))
+        if not (path / "config.json").is_file():
+            raise ConfigError(f"model.init_from={cfg.init_from}: not a checkpoint directory")
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).eval()
+        return model, AutoTokenizer.from_pretrained(path)
     tokenizer = load_tokenizer(cfg)
     if cfg.name == "tiny-random":
         config = LlamaConfig(

@@ -33,8 +33,9 @@ class RolloutConfig:
     n: int = 8
     """Siblings per task (paper: 8, Tables 3-4)."""
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
-    max_context_tokens: int = 4096
-    """An episode whose context grows past this ends with reward 0 (``context_limit``)."""
+    max_context_tokens: int | None = 4096
+    """An episode whose context grows past this ends with reward 0 (``context_limit``);
+    None: no limit (scripted and teacher episodes, whose length the policy does not set)."""
 
 
 @dataclass
@@ -129,7 +130,7 @@ def rollout_episodes(
             state.turns.append(
                 Turn(role, start, len(state.ids), "\n".join(m["content"] for m in obs["messages"]))
             )
-            if len(state.ids) > config.max_context_tokens:
+            if config.max_context_tokens is not None and len(state.ids) > config.max_context_tokens:
                 done[slot] = _finish(state, 0.0, info, reason="context_limit")
                 del live[slot]
         step += 1

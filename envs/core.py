@@ -102,6 +102,16 @@ class AgentAction:
 
 
 @dataclass(frozen=True)
+class TaskLabels:
+    """A task's training-only labels: what a privileged teacher may see (GEAR's reference
+    solution) and what must be masked from an external LLM (SGCD's sanitizer). Never
+    part of the student's prompt, a rollout or evaluation."""
+
+    gold_calls: tuple[ToolCall, ...]
+    answers: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class TaskSpec:
     """What every benchmark says about one of its tasks."""
 
@@ -188,6 +198,12 @@ class ToolUseEnv(gym.Env[dict, AgentAction], abc.ABC):
 
     @abc.abstractmethod
     def gold_actions(self, task_id: str) -> list[AgentAction]: ...
+
+    def task_labels(self, task_id: str) -> TaskLabels:
+        """The gold tool calls of ``gold_actions``; benchmarks with explicit answers
+        override this to add them."""
+        calls = tuple(c for a in self.gold_actions(task_id) for c in a.tool_calls)
+        return TaskLabels(gold_calls=calls, answers=())
 
     @abc.abstractmethod
     def state_hash(self) -> str: ...

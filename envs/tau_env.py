@@ -18,6 +18,7 @@ from envs.core import (
     AgentAction,
     ConfigError,
     EpisodeCounters,
+    TaskLabels,
     TaskSpec,
     ToolCall,
     ToolUseEnv,
@@ -46,12 +47,17 @@ class TauEnvConfig:
 
 
 class TauEnv(ToolUseEnv):
-    """A tau2 domain as a toolgym env; subclasses say which domain (see tau3_airline)."""
+    """A tau2 domain as a toolgym env; subclasses say which domain (see tau3_airline).
+
+    A subclass whose domain needs other default budgets sets ``config_class`` to a subclass
+    of :class:`TauEnvConfig` that changes the defaults (see airline_mini)."""
+
+    config_class: type[TauEnvConfig] = TauEnvConfig
 
     def __init__(self, domain: TauDomain, user: UserSimulator | None = None, **options: Any):
         super().__init__()
         self.domain = domain
-        self.config = build_config(TauEnvConfig, options, domain.name)
+        self.config = build_config(self.config_class, options, domain.name)
         self.user = user or ScriptedUser()
         self.max_action_chars = self.config.max_action_chars
         self._split_ids = domain.split_ids(self.config.split)
@@ -76,6 +82,11 @@ class TauEnv(ToolUseEnv):
         info = "; ".join(criteria.communicate_info or [])
         closing = f"All done. {info}".strip() if actions or info else "Sorry, I cannot help."
         return actions + [AgentAction(content=closing)]
+
+    def task_labels(self, task_id: str) -> TaskLabels:
+        criteria = self.domain.tasks[task_id].evaluation_criteria
+        calls = tuple(ToolCall(a.name, dict(a.arguments)) for a in criteria.actions or [])
+        return TaskLabels(gold_calls=calls, answers=tuple(criteria.communicate_info or []))
 
     def state_hash(self) -> str:
         if self._world is None:

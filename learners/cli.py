@@ -71,9 +71,221 @@ def run_replay(cfg: DictConfig) -> None:
     )
 
 
+def run_rollout(cfg: DictConfig) -> None:
+    from agents.build import build_policy, build_pool, rollout_config
+    from agents.env_pool import EnvSpec
+    from agents.episode import save_groups
+    from agents.rollout import rollout_groups
+
+    container = OmegaConf.to_container(cfg, resolve=True)
+    spec = EnvSpec(container["env"], container["user"])
+    config = rollout_config(container["rollout"])
+    task_ids = [t.task_id for t in spec.build().tasks()][: cfg.num_tasks]
+    policy, _ = build_policy(container["model"], container["rollout"])
+    pool = build_pool(spec, config.n * len(task_ids), container["rollout"])
+    total = config.n * len(task_ids)
+    with tqdm(total=total, desc="episodes") as bar:
+        groups = rollout_groups(
+            pool, policy, task_ids, cfg.seed, config, on_step=lambda done: bar.update(done - bar.n)
+        )
+    pool.close()
+    out = _output_dir() / "groups.jsonl"
+    save_groups(groups, out)
+    print(f"{'task':>6}  {'category':<17} {'wins':>5}  tool calls per sibling")
+    for g in groups:
+        wins = sum(e.success for e in g.episodes)
+        calls = " ".join(str(len(e.tool_calls)) for e in g.episodes)
+        print(f"{g.task_id:>6}  {g.category:<17} {wins:>2}/{len(g.episodes):<2}  {calls}")
+    turns = [t for g in groups for e in g.episodes for t in e.assistant_turns()]
+    with_calls = sum(bool(t.tool_calls) for t in turns)
+    print(
+        f"{len(turns)} assistant messages, {with_calls} with a parsed tool call; "
+        f"mixed groups {sum(g.is_mixed for g in groups)}/{len(groups)}; records in {out}"
+    )
+
+
+def _print_eval(groups, floor: float, title: str) -> dict[str, float]:
+    from learners.metrics import episode_metrics
+
+    m = episode_metrics(groups, "eval")
+    print(f"{'task':>6}  {'category':<17} {'reward':>6}  tool calls")
+    for g in groups:
+        e = g.episodes[0]
+        print(f"{g.task_id:>6}  {g.category:<17} {e.reward:>6.2f}  {','.join(e.tool_calls) or '-'}")
+    cats = sorted({k.split("/")[1] for k in m if k.endswith("/episodes")})
+    for c in cats:
+        n = int(m[f"eval/{c}/episodes"])
+        print(f"{c:<17} {m[f'eval/{c}/success'] * n:.0f}/{n}")
+    print(
+        f"{title}: pass@1 {m['eval/success']:.3f} (do-nothing floor {floor:.3f}); "
+        f"messages with a parsed tool call {m['eval/tool_call_rate']:.1%}, "
+        f"malformed {m['eval/malformed_rate']:.1%}"
+    )
+    return {**m, "eval/do_nothing_floor": floor}
+
+
+def run_evaluate(cfg: DictConfig) -> None:
+    from agents.build import build_policy, build_pool, rollout_config
+    from agents.env_pool import EnvSpec
+    from agents.episode import save_groups
+    from learners.evaluate import do_nothing_floor, evaluate_policy
+
+    c = OmegaConf.to_container(cfg, resolve=True)
+    spec = EnvSpec(c["env"], c["user"])
+    env = spec.build()
+    task_ids = [t.task_id for t in env.tasks()][: cfg.num_tasks]
+    config = rollout_config(c["rollout"])
+    policy, _ = build_policy(c["model"], c["rollout"])
+    pool = build_pool(spec, cfg.batch_size, c["rollout"])
+    with tqdm(total=len(task_ids), desc="evaluate") as bar:
+        groups = evaluate_policy(pool, policy, task_ids, config, cfg.seed, bar.update)
+    pool.close()
+    out = _output_dir()
+    save_groups(groups, out / "eval_groups.jsonl")
+    title = f"{cfg.env.name} {cfg.env.split} ({len(task_ids)} tasks)"
+    metrics = _print_eval(groups, do_nothing_floor(env, task_ids), title)
+    (out / "eval_metrics.json").write_text(json.dumps(metrics, indent=1))
+    print(f"records and metrics in {out}")
+
+
+def run_sft(cfg: DictConfig) -> None:
+    from agents.build import build_policy, build_pool
+    from agents.chat import make_chat_backend
+    from agents.env_pool import EnvSpec
+    from agents.episode import save_groups
+    from agents.trajectories import check_split, gold_replay_records, teacher_records
+    from envs.core import ConfigError, build_config
+    from learners.checkpoint import save_checkpoint
+    from learners.sft import SFTConfig, train_sft
+
+    c = OmegaConf.to_container(cfg, resolve=True)
+    check_split(cfg.env.split)
+    spec = EnvSpec(c["env"], c["user"])
+    env = spec.build()
+    task_ids = [t.task_id for t in env.tasks()]
+    policy, model = build_policy(c["model"], c["rollout"])
+    pool = build_pool(spec, min(len(task_ids), 8), c["rollout"])
+    if cfg.source == "gold":
+        groups, report = gold_replay_records(pool, policy.chat, task_ids, env.gold_actions)
+    elif cfg.source == "teacher":
+        if cfg.teacher is None:
+            raise ConfigError("source=teacher needs teacher=<chat backend config>")
+        backend = make_chat_backend(c["teacher"])
+        groups, report = teacher_records(
+            pool, policy.chat, backend, task_ids, cfg.attempts, cfg.seed, None
+        )
+    else:
+        raise ConfigError(f"unknown SFT source {cfg.source!r}; known: ['gold', 'teacher']")
+    pool.close()
+    out = _output_dir()
+    save_groups(groups, out / "sft_records.jsonl")
+    print(
+        f"SFT records from {cfg.env.name} {cfg.env.split}: kept {report.kept}, "
+        f"discarded {report.discarded} {report.discarded_tasks or ''}"
+    )
+    learner = {k: v for k, v in c["learner"].items() if k != "name"}
+    config = build_config(SFTConfig, learner, "learner sft")
+    log = (out / "sft_metrics.jsonl").open("w")
+    with tqdm(total=config.steps, desc="sft") as bar:
+
+        def on_step(step, metrics):
+            log.write(json.dumps(metrics) + "\n")
+            log.flush()
+            bar.set_postfix(loss=f"{metrics['loss/sft']:.3f}")
+            bar.update(1)
+
+        history = train_sft(model, groups, config, on_step)
+    path = save_checkpoint(
+        out / "checkpoint",
+        model,
+        policy.chat.tokenizer,
+        None,
+        {"learner": "sft", "steps": config.steps, "records": report.kept},
+    )
+    print(
+        f"loss {history[0]['loss/sft']:.3f} -> {history[-1]['loss/sft']:.3f}; "
+        f"checkpoint: {path} (use model.init_from={path})"
+    )
+
+
+def run_train(cfg: DictConfig) -> None:
+    from agents.build import build_policy, build_pool, rollout_config
+    from agents.chat import make_chat_backend
+    from agents.env_pool import EnvSpec
+    from agents.model import ModelConfig, load_model
+    from envs.core import build_config
+    from learners.registry import get_learner
+    from learners.train import RunParts, TrainConfig, Trainer
+
+    c = OmegaConf.to_container(cfg, resolve=True)
+    train_cfg = build_config(TrainConfig, c["train"], "train")
+    learner_options = {k: v for k, v in c["learner"].items() if k != "name"}
+    entry = get_learner(cfg.learner.name)
+    spec = EnvSpec(c["env"], c["user"])
+    eval_spec = EnvSpec({**c["env"], "split": cfg.eval_split}, c["user"])
+    rollout = rollout_config(c["rollout"])
+    policy, sampler_model = build_policy(c["model"], c["rollout"])
+    model, _ = load_model(build_config(ModelConfig, {**c["model"], "dtype": "float32"}, "model"))
+    analyst = None
+    if entry.learner_class.credit_method == "sgcd" and (
+        learner_options.get("credit", {}).get("teacher_context", "credit_reference")
+        == "credit_reference"
+    ):
+        analyst = make_chat_backend(c["credit_llm"])
+    parts = RunParts(
+        policy=policy,
+        sampler_model=sampler_model,
+        model=model,
+        pool=build_pool(spec, rollout.n * train_cfg.groups_per_step, c["rollout"]),
+        train_env=spec.build(),
+        eval_env=eval_spec.build(),
+        eval_pool=build_pool(eval_spec, cfg.eval_batch, c["rollout"]),
+        rollout=rollout,
+        analyst=analyst,
+    )
+    run_dir = Path(cfg.run_dir) if cfg.run_dir else _output_dir()
+    trainer = Trainer(run_dir, parts, cfg.learner.name, learner_options, train_cfg)
+    trainer.resume()
+    if trainer.start_step > train_cfg.steps:
+        print(f"{run_dir} already finished {train_cfg.steps} steps")
+        return
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "run.json").write_text(
+        json.dumps(
+            {
+                "env": cfg.env.name,
+                "learner": cfg.learner.name,
+                "seed": train_cfg.seed,
+                "model": cfg.model.name,
+                "config": c,
+            },
+            indent=1,
+        )
+    )
+    with tqdm(total=train_cfg.steps, initial=trainer.start_step - 1, desc=cfg.learner.name) as bar:
+
+        def on_step(step, metrics):
+            bar.set_postfix(
+                success=f"{metrics.get('rollout/success', 0):.2f}",
+                s=f"{metrics['time/step_s']:.0f}",
+            )
+            bar.update(1)
+
+        trainer.run(on_step)
+    last = json.loads((run_dir / "eval.jsonl").read_text().splitlines()[-1])
+    print(
+        f"{cfg.learner.name}: held-out pass@1 {last['eval/success']:.3f} "
+        f"(do-nothing floor {last['eval/do_nothing_floor']:.3f}); run dir {run_dir}"
+    )
+
+
 COMMANDS: dict[str, Callable[[DictConfig], None]] = {
     "tasks": show_tasks,
     "replay": run_replay,
+    "rollout": run_rollout,
+    "evaluate": run_evaluate,
+    "sft": run_sft,
+    "train": run_train,
 }
 
 

@@ -1,0 +1,48 @@
+"""The agent-side adapter teacher-scored credit needs (``credit.teacher.TaskPrompts``)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+from agents.chat_format import ChatFormat
+from agents.episode import EpisodeGroup
+from credit.sanitizer import PrivateValues
+from envs.core import TaskLabels
+
+TEACHER_BLOCK = "<|im_start|>system\n{title}\n{context}<|im_end|>\n"
+ASSISTANT_HEADER = "<|im_start|>assistant\n"
+
+
+class ChatTaskPrompts:
+    """Reads tasks as our chat format renders them; inserts teacher text as a system block
+    just before the first assistant header, so the teacher prompt shares the student's
+    whole prompt up to there and the student's ids are untouched."""
+
+    def __init__(self, chat: ChatFormat, labels: Callable[[str], TaskLabels], title: str):
+        self.chat = chat
+        self.labels = labels
+        self.title = title
+        self._header = chat.tokenizer(ASSISTANT_HEADER, add_special_tokens=False).input_ids
+
+    def instruction(self, group: EpisodeGroup) -> str:
+        text = self.chat.tokenizer.decode(group.prompt_ids, skip_special_tokens=False)
+        user = text.rsplit("<|im_start|>user\n", 1)[-1]
+        return user.split("<|im_end|>", 1)[0].strip()
+
+    def private_values(self, group: EpisodeGroup) -> PrivateValues:
+        labels = self.labels(group.task_id)
+        return PrivateValues.from_labels([c.arguments for c in labels.gold_calls], labels.answers)
+
+    def teacher_prompt_ids(self, group: EpisodeGroup, context: str) -> list[int]:
+        prompt = group.prompt_ids
+        if prompt[-len(self._header) :] != self._header:
+            raise ValueError(
+                f"group {group.task_id}: the prompt does not end in an assistant header"
+            )
+        block = self.chat.tokenizer(
+            TEACHER_BLOCK.format(title=self.title, context=context), add_special_tokens=False
+        ).input_ids
+        return prompt[: -len(self._header)] + block + self._header
+
+    def token_texts(self, ids: Sequence[int]) -> list[str]:
+        return [self.chat.tokenizer.decode([i]) for i in ids]

@@ -1,0 +1,112 @@
+"""Successful trajectories for supervised warm starts, in the rollout's own record format.
+
+Two sources, both played through the real env and scored by its evaluator; only episodes
+that score 1.0 are kept:
+
+* gold replay -- each task's gold solution (``env.gold_actions``) written as the policy's
+  tool-call text, one message per step, with the scripted user;
+* a teacher -- any chat backend (Anthropic, a local model, an OpenAI-compatible server)
+  acting as the agent on the same env and user: the paper's recipe (Appendix B).
+
+Records come from the train split only: asking for the test split is an error, so held-out
+tasks never leak into SFT data.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from agents.chat_format import ChatFormat
+from agents.env_pool import EnvPool
+from agents.episode import EpisodeGroup
+from agents.generation import Generated, SamplingConfig, ScriptedGenerator
+from agents.rollout import Policy, RolloutConfig, rollout_groups
+from agents.tool_format import format_action
+from envs.core import ConfigError
+from envs.users import ChatBackend
+
+HELD_OUT_SPLITS = ("test",)
+_CHATML = re.compile(r"<\|im_start\|>(\w+)\n(.*?)(?:<\|im_end\|>|$)", re.DOTALL)
+
+
+@dataclass(frozen=True)
+class HarvestReport:
+    kept: int
+    discarded: int
+    discarded_tasks: list[str]
+
+
+def check_split(split: str) -> None:
+    if split in HELD_OUT_SPLITS:
+        raise ConfigError(f"SFT data must not come from the held-out {split!r} split; use train")
+
+
+class TeacherGenerator:
+    """A chat backend as the acting model: it reads the episode so far (our ChatML,
+    parsed back into messages) and its reply is tokenised as the policy would write it."""
+
+    def __init__(self, chat: ChatFormat, backend: ChatBackend, temperature: float | None):
+        self.chat, self.backend, self.temperature = chat, backend, temperature
+
+    def generate(
+        self, contexts: list[list[int]], slots: list[int], sampling: SamplingConfig, seed: int
+    ) -> list[Generated]:
+        out = []
+        for context in contexts:
+            text = self.chat.tokenizer.decode(context, skip_special_tokens=False)
+            messages = [
+                {"role": role, "content": body.strip()} for role, body in _CHATML.findall(text)
+            ]
+            reply = self.backend.complete(
+                [m for m in messages if m["content"]], temperature=self.temperature, seed=seed
+            )
+            ids = self.chat.render_sft_target(reply.strip())
+            out.append(Generated(ids, [0.0] * len(ids), finished=True))
+        return out
+
+
+def _keep_successes(groups: list[EpisodeGroup]) -> tuple[list[EpisodeGroup], HarvestReport]:
+    kept, lost = [], []
+    for g in groups:
+        wins = [e for e in g.episodes if e.success]
+        lost += [g.task_id] * (len(g.episodes) - len(wins))
+        if wins:
+            kept.append(EpisodeGroup(g.task_id, g.category, g.prompt_ids, wins))
+    n_kept = sum(len(g.episodes) for g in kept)
+    return kept, HarvestReport(n_kept, len(lost), sorted(set(lost)))
+
+
+def gold_replay_records(
+    pool: EnvPool, chat: ChatFormat, task_ids: list[str], gold: Callable[[str], list]
+) -> tuple[list[EpisodeGroup], HarvestReport]:
+    """One gold replay per task (``gold(task_id)`` gives its ``AgentAction`` list)."""
+    groups = []
+    for start in range(0, len(task_ids), pool.size):
+        batch = task_ids[start : start + pool.size]
+        scripts = {k: [format_action(a) for a in gold(t)] for k, t in enumerate(batch)}
+        policy = Policy(chat, ScriptedGenerator(chat.render_sft_target, scripts))
+        groups += rollout_groups(
+            pool, policy, batch, 0, RolloutConfig(n=1, max_context_tokens=None)
+        )
+    return _keep_successes(groups)
+
+
+def teacher_records(
+    pool: EnvPool,
+    chat: ChatFormat,
+    backend: ChatBackend,
+    task_ids: list[str],
+    attempts: int,
+    seed: int,
+    temperature: float | None,
+) -> tuple[list[EpisodeGroup], HarvestReport]:
+    """``attempts`` teacher episodes per task; successes kept."""
+    policy = Policy(chat, TeacherGenerator(chat, backend, temperature))
+    config = RolloutConfig(n=attempts, max_context_tokens=None)
+    per_batch = max(pool.size // attempts, 1)
+    groups = []
+    for start in range(0, len(task_ids), per_batch):
+        groups += rollout_groups(pool, policy, task_ids[start : start + per_batch], seed, config)
+    return _keep_successes(groups)

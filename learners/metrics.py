@@ -1,0 +1,42 @@
+"""Episode-level diagnostics, keyed ``<prefix>/...``: success by category, tool use, the
+paper's zero-tool audit, group health. Shared by training steps and held-out evaluation."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+from agents.episode import EpisodeGroup
+from agents.tool_format import OPEN
+from envs.categories import INFORMATION_ONLY
+
+
+def episode_metrics(groups: list[EpisodeGroup], prefix: str) -> dict[str, float]:
+    episodes = [e for g in groups for e in g.episodes]
+    if not episodes:
+        return {}
+    m: dict[str, float] = {f"{prefix}/success": sum(e.success for e in episodes) / len(episodes)}
+    by_category: dict[str, list[bool]] = defaultdict(list)
+    for e in episodes:
+        by_category[e.category].append(e.success)
+    for category, wins in sorted(by_category.items()):
+        m[f"{prefix}/{category}/success"] = sum(wins) / len(wins)
+        m[f"{prefix}/{category}/episodes"] = len(wins)
+    turns = [t for e in episodes for t in e.assistant_turns()]
+    m[f"{prefix}/tool_call_rate"] = sum(bool(t.tool_calls) for t in turns) / max(len(turns), 1)
+    m[f"{prefix}/malformed_rate"] = sum(OPEN in t.text and not t.tool_calls for t in turns) / max(
+        len(turns), 1
+    )
+    m[f"{prefix}/tools_per_episode"] = sum(len(e.tool_calls) for e in episodes) / len(episodes)
+    wins = [e for e in episodes if e.success]
+    m[f"{prefix}/tools_per_success"] = sum(len(e.tool_calls) for e in wins) / max(len(wins), 1)
+    # zero-tool audit (paper §3): information-only successes that called no tool
+    info_wins = [e for e in wins if e.category == INFORMATION_ONLY]
+    if info_wins:
+        m[f"{prefix}/zero_tool_share"] = sum(not e.tool_calls for e in info_wins) / len(info_wins)
+    n_groups = len(groups)
+    mixed = sum(g.is_mixed for g in groups)
+    all_pass = sum(all(e.success for e in g.episodes) for g in groups)
+    m[f"{prefix}/groups_mixed"] = mixed / n_groups
+    m[f"{prefix}/groups_all_pass"] = all_pass / n_groups
+    m[f"{prefix}/groups_all_fail"] = (n_groups - mixed - all_pass) / n_groups
+    return m

@@ -1,0 +1,109 @@
+"""Learners: each says only how its loss differs; the loop (learners/train.py) is shared.
+
+A learner is a class registered by name with :func:`register_learner`, built from its
+config dataclass. The loop gives it one episode at a time (:class:`LossInput`) and sums
+what :meth:`Learner.loss` returns; advantages always come from the credit method the
+learner names (``credit_method``): learners never compute advantages themselves.
+
+To add a learner: write ``learners/<name>.py`` with a config dataclass and a ``Learner``
+subclass decorated ``@register_learner("<name>", Config)``, import it in
+``learners/__init__.py``, and add ``configs/learner/<name>.yaml``.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+
+from agents.episode import Episode, EpisodeGroup
+from credit.teacher import Teacher
+
+
+@dataclass
+class LossInput:
+    """One episode of the batch, with everything a loss may need."""
+
+    model: torch.nn.Module
+    """The trainable policy (gradients flow into it)."""
+    group: EpisodeGroup
+    index: int
+    """The episode's index in ``group.episodes``."""
+    advantages: torch.Tensor
+    """``(T,)`` from the credit method, zero outside the response mask."""
+    scale: float
+    """Multiplies the masked token sum: 1/(batch response tokens) for token-mean
+    aggregation, 1/(batch episodes x episode tokens) for sequence-mean."""
+
+    @property
+    def episode(self) -> Episode:
+        return self.group.episodes[self.index]
+
+
+@dataclass
+class LearnerContext:
+    """What the loop shares with learners, built once per run."""
+
+    temperature: float
+    """The rollout temperature: log-probs are recomputed at it (1 for greedy)."""
+    autocast: torch.dtype | None
+    """Forward dtype over fp32 master weights (None: fp32)."""
+    reference: torch.nn.Module | None = None
+    """A frozen copy of the initial policy, for learners with ``needs_reference``."""
+    teacher: Teacher | None = None
+    """The credit teacher (policy + prompt adapter + analyst) for teacher-scored methods."""
+
+
+class Learner(abc.ABC):
+    credit_method: ClassVar[str] = "grpo"
+    """The credit method (``credit.get_credit``) whose advantages this learner trains on."""
+    needs_reference: ClassVar[bool] = False
+    """Whether the loop must keep a frozen reference policy."""
+
+    def __init__(self, config: Any, context: LearnerContext):
+        self.config = config
+        self.context = context
+
+    def credit_config(self) -> dict[str, Any]:
+        """Options for the credit method (default: its defaults)."""
+        return getattr(self.config, "credit", None) or {}
+
+    @abc.abstractmethod
+    def loss(self, x: LossInput) -> tuple[torch.Tensor, dict[str, float]]:
+        """Scaled loss of one episode and its metrics (namespaced ``loss/...``)."""
+
+    def after_step(self, model: torch.nn.Module) -> None:  # noqa: B027 (optional hook)
+        """Called after each optimizer step (e.g. to update an EMA teacher)."""
+
+
+@dataclass(frozen=True)
+class LearnerEntry:
+    name: str
+    learner_class: type[Learner]
+    config_class: type
+
+
+_LEARNERS: dict[str, LearnerEntry] = {}
+
+
+def register_learner(name: str, config_class: type) -> Callable[[type[Learner]], type[Learner]]:
+    def decorate(cls: type[Learner]) -> type[Learner]:
+        if name in _LEARNERS:
+            raise ValueError(f"learner {name!r} is already registered")
+        _LEARNERS[name] = LearnerEntry(name, cls, config_class)
+        return cls
+
+    return decorate
+
+
+def get_learner(name: str) -> LearnerEntry:
+    if name not in _LEARNERS:
+        raise ValueError(f"unknown learner {name!r}; known: {known_learners()}")
+    return _LEARNERS[name]
+
+
+def known_learners() -> list[str]:
+    return sorted(_LEARNERS)

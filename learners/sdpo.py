@@ -1,0 +1,149 @@
+"""SDPO (Hübotter et al. 2026; reference code lasgroup/SDPO): self-distillation from the
+same policy re-prompted with a successful sibling.
+
+Per response token the student's distribution on its own top-K tokens plus a tail bucket
+is pulled toward the teacher's on that support by an alpha-JSD (alpha 0: forward KL
+KL(teacher||student), 1: reverse KL KL(student||teacher), between: the generalised JSD
+with mixture alpha*student + (1-alpha)*teacher), weighted by the importance ratio clipped
+at ``is_clip``. An episode with no other successful sibling has no teacher and no loss.
+The verifier reward enters only through which siblings may teach (the paper's §3 shows
+why that is not enough).
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from agents.episode import Episode, EpisodeGroup
+from learners.forward import response_logits
+from learners.registry import Learner, LearnerContext, LossInput, register_learner
+
+TEACHER_TITLE = "A successful attempt at this task (training only):"
+
+
+@dataclass
+class SDPOTerms:
+    top_k: int = 100
+    """K of the student top-K support (lasgroup/SDPO)."""
+    alpha: float = 0.5
+    """0: forward KL, 1: reverse KL, between: generalised JSD (lasgroup/SDPO)."""
+    is_clip: float = 2.0
+    """Upper clip of the per-token importance ratio (lasgroup/SDPO)."""
+
+
+@dataclass
+class SDPOConfig:
+    distill: SDPOTerms = field(default_factory=SDPOTerms)
+    """The distillation term."""
+    teacher_ema: float | None = None
+    """None: the teacher is the current policy; else the decay of an EMA copy of it."""
+    credit: dict[str, Any] = field(default_factory=dict)
+    """Options of the group-relative credit, computed for diagnostics only."""
+
+
+def alpha_divergence(student: torch.Tensor, teacher: torch.Tensor, alpha: float) -> torch.Tensor:
+    """``(R,)`` divergence between ``(R, S)`` log-prob rows (see module docstring)."""
+    p_s, p_t = student.exp(), teacher.exp()
+    if alpha == 0.0:
+        return (p_t * (teacher - student)).sum(-1)
+    if alpha == 1.0:
+        return (p_s * (student - teacher)).sum(-1)
+    mixture = torch.logsumexp(
+        torch.stack(
+            [student + torch.log(torch.tensor(alpha)), teacher + torch.log(torch.tensor(1 - alpha))]
+        ),
+        dim=0,
+    )  # (R, S)
+    return alpha * (p_s * (student - mixture)).sum(-1) + (1 - alpha) * (
+        p_t * (teacher - mixture)
+    ).sum(-1)
+
+
+def top_k_with_tail(logp: torch.Tensor, support: torch.Tensor) -> torch.Tensor:
+    """``(R, K+1)``: log-probs on ``support`` (R, K) and the tail bucket's log-mass."""
+    on_support = logp.gather(-1, support)  # (R, K)
+    tail = torch.logsumexp(logp.scatter(-1, support, float("-inf")), dim=-1, keepdim=True)  # (R, 1)
+    return torch.cat([on_support, tail], dim=-1)
+
+
+def teacher_sibling(group: EpisodeGroup, index: int) -> Episode | None:
+    """The shortest successful sibling other than ``index`` (None if there is none)."""
+    winners = [e for j, e in enumerate(group.episodes) if e.success and j != index]
+    return min(winners, key=lambda e: len(e.ids)) if winners else None
+
+
+def render_sibling(episode: Episode) -> str:
+    return "\n".join(f"[{t.role}] {t.text}" for t in episode.turns)
+
+
+class SDPODistill:
+    """The distillation term for one episode, shared by SDPO and SGCD's SD ablation."""
+
+    def __init__(self, terms: SDPOTerms, context: LearnerContext, teacher_model=None):
+        self.terms = terms
+        self.context = context
+        self.teacher_model = teacher_model
+
+    def loss(self, x: LossInput) -> tuple[torch.Tensor, dict[str, float]]:
+        e = x.episode
+        sibling = teacher_sibling(x.group, x.index)
+        positions = torch.tensor([t for t, m in enumerate(e.response_mask) if m])  # (R,)
+        if sibling is None or len(positions) == 0:
+            return torch.zeros((), requires_grad=True), {"loss/sd_masked": 1.0}
+        prompts = self.context.teacher.prompts
+        teacher_ids = prompts.teacher_prompt_ids(x.group, render_sibling(sibling))
+        student = response_logits(
+            x.model, x.group.prompt_ids, e.ids, positions, self.context.autocast
+        )
+        with torch.no_grad():
+            teacher_model = self.teacher_model or x.model
+            teacher = response_logits(
+                teacher_model, teacher_ids, e.ids, positions, self.context.autocast
+            )
+        t = self.context.temperature
+        student_logp = torch.log_softmax(student / t, dim=-1)  # (R, V)
+        teacher_logp = torch.log_softmax(teacher / t, dim=-1)  # (R, V)
+        support = student_logp.detach().topk(self.terms.top_k, dim=-1).indices  # (R, K)
+        divergence = alpha_divergence(
+            top_k_with_tail(student_logp, support),
+            top_k_with_tail(teacher_logp, support),
+            self.terms.alpha,
+        )  # (R,)
+        observed = torch.tensor(e.ids)[positions]
+        new = student_logp.gather(-1, observed[:, None]).squeeze(-1).detach()  # (R,)
+        old = torch.tensor(e.logprobs)[positions]  # the sampler's behaviour log-probs
+        ratio = torch.exp(new - old).clamp(max=self.terms.is_clip)  # (R,), detached
+        loss = (ratio * divergence).sum() * x.scale
+        return loss, {
+            "loss/sd": float(loss),
+            "loss/sd_masked": 0.0,
+            "loss/sd_divergence": float(divergence.mean()),
+        }
+
+
+@register_learner("sdpo", SDPOConfig)
+class SDPO(Learner):
+    credit_method = "grpo"
+
+    def __init__(self, config: SDPOConfig, context: LearnerContext):
+        super().__init__(config, context)
+        self._ema: torch.nn.Module | None = None
+        self.distill = SDPODistill(config.distill, context)
+
+    def loss(self, x: LossInput) -> tuple[torch.Tensor, dict[str, float]]:
+        if self.config.teacher_ema is not None and self._ema is None:
+            self._ema = copy.deepcopy(x.model).requires_grad_(False)
+            self.distill.teacher_model = self._ema
+        return self.distill.loss(x)
+
+    @torch.no_grad()
+    def after_step(self, model: torch.nn.Module) -> None:
+        if self._ema is None:
+            return
+        decay = self.config.teacher_ema
+        for ema, p in zip(self._ema.parameters(), model.parameters(), strict=True):
+            ema.mul_(decay).add_(p.detach(), alpha=1 - decay)

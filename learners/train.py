@@ -1,0 +1,357 @@
+"""The training loop, written once for every learner:
+
+    rollout (dynamic sampling) -> credit.assign -> learner.loss per episode -> AdamW step
+    -> weight sync to the sampler -> metrics, checkpoint, periodic held-out evaluation.
+
+A run directory holds ``run.json``, ``metrics.jsonl`` (one line per step), ``eval.jsonl``,
+``eval_episodes/step_<k>.jsonl``, ``weights/step_<k>.npy`` (credit weights, when not all
+ones) and ``checkpoint/`` (model, optimizer, RNG, step). Rerunning with the same run
+directory resumes after the last finished step: a killed run loses at most the step it was
+in.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from agents.credit_prompts import ChatTaskPrompts
+from agents.env_pool import EnvPool
+from agents.episode import EpisodeGroup
+from agents.rollout import Policy, RolloutConfig, rollout_groups
+from credit import get_credit
+from credit.teacher import Teacher
+from credit.types import TokenAdvantages
+from envs.core import ToolUseEnv
+from learners.checkpoint import load_trainer_state, save_checkpoint
+from learners.evaluate import do_nothing_floor, evaluate_policy
+from learners.metrics import episode_metrics
+from learners.registry import Learner, LearnerContext, LossInput, get_learner
+
+AGGREGATIONS = ("token-mean", "seq-mean")
+TEACHER_TITLE = "Training-only reference for this task:"
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    steps: int = 2
+    """Optimizer steps."""
+    groups_per_step: int = 2
+    """Mixed groups wanted per step (paper: 8 tasks x 8 siblings)."""
+    dynamic_sampling: bool = True
+    """Keep drawing task batches until ``groups_per_step`` mixed groups are found (DAPO),
+    filtering on the verifier outcome only."""
+    max_draws: int = 3
+    """Rollout rounds per step before training on what was found."""
+    lr: float = 1e-5
+    """AdamW learning rate (paper: 1e-6 for a 4B model)."""
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+    loss_aggregation: str = "token-mean"
+    """``token-mean`` over the batch's response tokens, or ``seq-mean`` (mean per episode)."""
+    autocast: str = "bfloat16"
+    """Forward dtype over fp32 master weights (``none``: fp32)."""
+    eval_every: int = 0
+    """Held-out evaluation every k steps (0: only after the last step)."""
+    eval_tasks: int | None = None
+    """Evaluate on the first k tasks of the eval split (None: all)."""
+    checkpoint_every: int = 1
+    """Checkpoint every k steps (and after the last)."""
+    monitor_patience: int = 3
+    """Consecutive steps of inert credit (all-zero divergence or weights) before failing."""
+    seed: int = 0
+    """Seeds task draws, envs and sampling."""
+
+    def __post_init__(self) -> None:
+        if self.loss_aggregation not in AGGREGATIONS:
+            raise ValueError(f"loss_aggregation must be one of {AGGREGATIONS}")
+
+
+@dataclass
+class RunParts:
+    """What a run is made of, built by the caller from config."""
+
+    policy: Policy  # the sampler (its own model copy, synced after each step)
+    sampler_model: torch.nn.Module
+    model: torch.nn.Module  # the trainable fp32 policy
+    pool: EnvPool
+    train_env: ToolUseEnv  # task list, labels
+    eval_env: ToolUseEnv
+    eval_pool: EnvPool
+    rollout: RolloutConfig
+    analyst: Any = None  # SGCD's external LLM (a ChatBackend)
+
+
+def check_response_mask(groups: list[EpisodeGroup]) -> None:
+    """Runtime monitor: the loss mask covers only tokens the policy generated."""
+    for g in groups:
+        for e in g.episodes:
+            generated = set()
+            for t in e.assistant_turns():
+                generated.update(range(t.start, t.end))
+            stray = [i for i, m in enumerate(e.response_mask) if m and i not in generated]
+            if stray:
+                raise RuntimeError(
+                    f"monitor: task {e.task_id}: response_mask covers {len(stray)} tokens "
+                    "outside assistant turns (prompt or observation tokens in the loss)"
+                )
+
+
+def check_credit(advantages: TokenAdvantages, groups: list[EpisodeGroup]) -> bool:
+    """Runtime monitors on credit; returns whether the credit was inert this step."""
+    if any(w.requires_grad for w in advantages.weights):
+        raise RuntimeError(
+            "monitor: a gradient flows through the credit weights (must be detached)"
+        )
+    d = advantages.diagnostics
+    mixed = any(g.is_mixed for g in groups)
+    return (
+        mixed
+        and ("credit/divergence_max" in d)
+        and (d["credit/divergence_max"] == 0 or d.get("credit/weighted_token_share", 1.0) == 0)
+    )
+
+
+class Trainer:
+    def __init__(
+        self,
+        run_dir: Path,
+        parts: RunParts,
+        learner_name: str,
+        learner_options: dict,
+        config: TrainConfig,
+    ):
+        self.run_dir, self.parts, self.config = Path(run_dir), parts, config
+        entry = get_learner(learner_name)
+        self.learner_name = learner_name
+        autocast = None if config.autocast == "none" else getattr(torch, config.autocast)
+        reference = None
+        if entry.learner_class.needs_reference:
+            reference = _frozen_copy(parts.model)
+        prompts = ChatTaskPrompts(parts.policy.chat, parts.train_env.task_labels, TEACHER_TITLE)
+        self.context = LearnerContext(
+            temperature=parts.rollout.sampling.temperature or 1.0,
+            autocast=autocast,
+            reference=reference,
+            teacher=Teacher(model=parts.sampler_model, prompts=prompts, analyst=parts.analyst),
+        )
+        learner_config = entry.config_class(**learner_options)
+        self.learner: Learner = entry.learner_class(learner_config, self.context)
+        self.credit = get_credit(self.learner.credit_method)
+        self.credit_config = self.credit.make_config(self.learner.credit_config())
+        self.optimizer = torch.optim.AdamW(
+            parts.model.parameters(), lr=config.lr, weight_decay=config.weight_decay
+        )
+        self.task_ids = [t.task_id for t in parts.train_env.tasks()]
+        self.start_step = 1
+        self.inert_steps = 0
+
+    # -- state -----------------------------------------------------------------------
+    def resume(self) -> None:
+        """Continue after the last checkpointed step, if this run directory has one."""
+        path = self.run_dir / "checkpoint"
+        if not (path / "trainer_state.json").is_file():
+            return
+        state = load_trainer_state(path)
+        loaded = type(self.parts.model).from_pretrained(path, dtype=torch.float32)
+        self.parts.model.load_state_dict(loaded.state_dict())
+        self.optimizer.load_state_dict(torch.load(path / "optimizer.pt"))
+        torch.set_rng_state(torch.tensor(state["torch_rng"], dtype=torch.uint8))
+        _sync(self.parts.model, self.parts.sampler_model)
+        self.start_step = state["step"] + 1
+        for name in ("metrics.jsonl", "eval.jsonl"):  # drop lines of an unfinished step
+            _truncate_jsonl(self.run_dir / name, state["step"])
+
+    def _checkpoint(self, step: int) -> None:
+        save_checkpoint(
+            self.run_dir / "checkpoint",
+            self.parts.model,
+            self.parts.policy.chat.tokenizer,
+            self.optimizer,
+            {
+                "step": step,
+                "learner": self.learner_name,
+                "torch_rng": torch.get_rng_state().tolist(),
+            },
+        )
+
+    # -- the loop --------------------------------------------------------------------
+    def run(self, on_step: Callable[[int, dict[str, float]], None] | None = None) -> None:
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.floor = do_nothing_floor(self.parts.eval_env, self._eval_task_ids())
+        for step in range(self.start_step, self.config.steps + 1):
+            metrics = self.step(step)
+            _append(self.run_dir / "metrics.jsonl", metrics)
+            last = step == self.config.steps
+            if last or (self.config.eval_every and step % self.config.eval_every == 0):
+                self.evaluate(step)
+            if last or step % self.config.checkpoint_every == 0:
+                self._checkpoint(step)
+            if on_step:
+                on_step(step, metrics)
+
+    def step(self, step: int) -> dict[str, float]:
+        started = time.perf_counter()
+        groups, drawn, draws = self._sample(step)
+        check_response_mask(groups)
+        metrics: dict[str, float] = {"step": step, **episode_metrics(drawn, "rollout")}
+        metrics.update({"rollout/draws": draws, "rollout/kept_groups": len(groups)})
+        metrics["time/rollout_s"] = time.perf_counter() - started
+        if not groups:
+            metrics["time/step_s"] = time.perf_counter() - started
+            return metrics
+        credit_start = time.perf_counter()
+        advantages = self.credit.assign(groups, self.context.teacher, self.credit_config)
+        metrics["time/credit_s"] = time.perf_counter() - credit_start
+        self.inert_steps = self.inert_steps + 1 if check_credit(advantages, groups) else 0
+        if self.inert_steps >= self.config.monitor_patience:
+            raise RuntimeError(
+                f"monitor: credit was inert for {self.inert_steps} steps "
+                "(divergence or weights all zero)"
+            )
+        metrics.update(advantages.diagnostics)
+        self._save_weights(step, advantages, groups)
+        update_start = time.perf_counter()
+        metrics.update(self._update(groups, advantages))
+        metrics["time/update_s"] = time.perf_counter() - update_start
+        metrics["time/step_s"] = time.perf_counter() - started
+        return metrics
+
+    def _sample(self, step: int) -> tuple[list[EpisodeGroup], list[EpisodeGroup], int]:
+        """Dynamic sampling: mixed groups kept, all-pass/all-fail ones only counted."""
+        rng = random.Random(self.config.seed * 1_000_003 + step)
+        per_draw = min(self.config.groups_per_step, len(self.task_ids))
+        kept, drawn = [], []
+        draws = 0
+        while draws < self.config.max_draws:
+            tasks = rng.sample(self.task_ids, per_draw)
+            seed = self.config.seed * 1_000_003 + step * 1_009 + draws * 101
+            new = rollout_groups(
+                self.parts.pool, self.parts.policy, tasks, seed, self.parts.rollout
+            )
+            draws += 1
+            drawn += new
+            if not self.config.dynamic_sampling:
+                return new, drawn, draws
+            kept += [g for g in new if g.is_mixed]
+            if len(kept) >= self.config.groups_per_step:
+                break
+        return kept[: self.config.groups_per_step], drawn, draws
+
+    def _update(self, groups: list[EpisodeGroup], advantages: TokenAdvantages) -> dict[str, float]:
+        model = self.parts.model
+        model.train()
+        self.optimizer.zero_grad(set_to_none=True)
+        items = [(g, j) for g in groups for j in range(len(g.episodes))]
+        total_tokens = sum(sum(g.episodes[j].response_mask) for g, j in items)
+        sums: dict[str, float] = defaultdict(float)
+        for (group, j), adv in zip(items, advantages.advantages, strict=True):
+            tokens = max(sum(group.episodes[j].response_mask), 1)
+            if self.config.loss_aggregation == "token-mean":
+                scale = 1.0 / max(total_tokens, 1)
+            else:
+                scale = 1.0 / (len(items) * tokens)
+            loss, m = self.learner.loss(LossInput(model, group, j, adv, scale))
+            if loss.requires_grad:
+                loss.backward()
+            for k, v in m.items():
+                sums[k] += v
+        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), self.config.max_grad_norm)
+        self.optimizer.step()
+        self.learner.after_step(model)
+        model.eval()
+        _sync(model, self.parts.sampler_model)
+        out = {k: v for k, v in sums.items() if k.endswith(("/pg", "/kl", "/sd"))}
+        out.update({k: v / len(items) for k, v in sums.items() if k not in out})
+        out["train/grad_norm"] = float(grad_norm)
+        out["train/response_tokens"] = float(total_tokens)
+        return out
+
+    def _eval_task_ids(self) -> list[str]:
+        return [t.task_id for t in self.parts.eval_env.tasks()][: self.config.eval_tasks]
+
+    def evaluate(self, step: int) -> dict[str, float]:
+        greedy = RolloutConfig(
+            n=1,
+            sampling=type(self.parts.rollout.sampling)(
+                temperature=0.0,
+                top_p=1.0,
+                max_new_tokens=self.parts.rollout.sampling.max_new_tokens,
+            ),
+            max_context_tokens=self.parts.rollout.max_context_tokens,
+        )
+        groups = evaluate_policy(
+            self.parts.eval_pool, self.parts.policy, self._eval_task_ids(), greedy, self.config.seed
+        )
+        metrics = {
+            "step": step,
+            **episode_metrics(groups, "eval"),
+            "eval/do_nothing_floor": self.floor,
+        }
+        _append(self.run_dir / "eval.jsonl", metrics)
+        episodes_dir = self.run_dir / "eval_episodes"
+        episodes_dir.mkdir(exist_ok=True)
+        with (episodes_dir / f"step_{step}.jsonl").open("w") as f:
+            for g in groups:
+                e = g.episodes[0]
+                f.write(
+                    json.dumps(
+                        {
+                            "task_id": e.task_id,
+                            "category": e.category,
+                            "reward": e.reward,
+                            "tool_calls": e.tool_calls,
+                            "reward_components": e.reward_components,
+                        }
+                    )
+                    + "\n"
+                )
+        return metrics
+
+    def _save_weights(
+        self, step: int, advantages: TokenAdvantages, groups: list[EpisodeGroup]
+    ) -> None:
+        masks = [
+            torch.tensor(e.response_mask, dtype=torch.bool) for g in groups for e in g.episodes
+        ]
+        weights = torch.cat([w[m] for w, m in zip(advantages.weights, masks, strict=True)])
+        if len(weights) and not torch.all(weights == 1):
+            (self.run_dir / "weights").mkdir(exist_ok=True)
+            np.save(self.run_dir / "weights" / f"step_{step}.npy", weights.numpy())
+
+
+def _frozen_copy(model: torch.nn.Module) -> torch.nn.Module:
+    import copy
+
+    return copy.deepcopy(model).eval().requires_grad_(False)
+
+
+@torch.no_grad()
+def _sync(source: torch.nn.Module, target: torch.nn.Module) -> None:
+    """Copy the learner's weights into the sampler (dtype converted): the weight sync a
+    vLLM sampler would get over NCCL on a GPU cluster."""
+    for t, s in zip(target.parameters(), source.parameters(), strict=True):
+        t.copy_(s)
+
+
+def _append(path: Path, record: dict[str, Any]) -> None:
+    with path.open("a") as f:
+        f.write(json.dumps(record) + "\n")
+
+
+def _truncate_jsonl(path: Path, last_step: int) -> None:
+    if not path.is_file():
+        return
+    lines = [
+        ln for ln in path.read_text().splitlines() if ln and json.loads(ln)["step"] <= last_step
+    ]
+    path.write_text("".join(ln + "\n" for ln in lines))
