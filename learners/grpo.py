@@ -75,7 +75,7 @@ class GRPO(Learner):
         loss = (per_token * mask).sum() * x.scale
         tokens = float(mask.sum().clamp(min=1))
         return loss, {
-            "loss/pg": float(loss),
+            "loss/pg": float(loss.detach()),
             "loss/clip_share": float((clipped.float() * mask).sum()) / tokens,
             "loss/ratio_mean": float((torch.exp(new - old).detach() * mask).sum()) / tokens,
         }

@@ -39,5 +39,5 @@ class GRPOKL(GRPO):
                 self.context.autocast,
             )
         kl = (k3(new, reference) * mask).sum() * x.scale
-        metrics["loss/kl"] = float(kl)
+        metrics["loss/kl"] = float(kl.detach())
         return loss + self.config.kl_coef * kl, metrics

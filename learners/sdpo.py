@@ -119,7 +119,7 @@ class SDPODistill:
         ratio = torch.exp(new - old).clamp(max=self.terms.is_clip)  # (R,), detached
         loss = (ratio * divergence).sum() * x.scale
         return loss, {
-            "loss/sd": float(loss),
+            "loss/sd": float(loss.detach()),
             "loss/sd_masked": 0.0,
             "loss/sd_divergence": float(divergence.mean()),
         }
