@@ -29,8 +29,11 @@ def make_user(user_cfg: Mapping[str, Any], backend: ChatBackend | None = None) -
     raise ConfigError(f"unknown user kind {kind!r}; known: ['scripted', 'llm']")
 
 
-def make_env(env_cfg: Mapping[str, Any], user: UserSimulator) -> ToolUseEnv:
-    """``env_cfg`` holds ``name`` (a key of ``envs.ENV_IDS``) and the env's options."""
+def make_env(env_cfg: Mapping[str, Any], user: UserSimulator | None = None) -> ToolUseEnv:
+    """``env_cfg`` holds ``name`` (a key of ``envs.ENV_IDS``) and the env's options.
+
+    ``user`` is the simulated user of conversational envs (None: the env's default); envs
+    without one (AppWorld) accept and ignore it."""
     name = env_cfg.get("name")
     if name not in ENV_IDS:
         raise ConfigError(f"unknown env {name!r}; known envs: {sorted(ENV_IDS)}")

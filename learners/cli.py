@@ -128,7 +128,7 @@ def run_evaluate(cfg: DictConfig) -> None:
     from agents.build import build_policy, build_pool, rollout_config
     from agents.env_pool import EnvSpec
     from agents.episode import save_groups
-    from learners.evaluate import do_nothing_floor, evaluate_policy
+    from learners.evaluate import do_nothing_floor, evaluate_policy, write_eval
 
     c = OmegaConf.to_container(cfg, resolve=True)
     spec = EnvSpec(c["env"], c["user"])
@@ -140,11 +140,28 @@ def run_evaluate(cfg: DictConfig) -> None:
     with tqdm(total=len(task_ids), desc="evaluate") as bar:
         groups = evaluate_policy(pool, policy, task_ids, config, cfg.seed, bar.update)
     pool.close()
-    out = _output_dir()
+    out = Path(cfg.out_dir) if cfg.out_dir else _output_dir()
+    out.mkdir(parents=True, exist_ok=True)
     save_groups(groups, out / "eval_groups.jsonl")
     title = f"{cfg.env.name} {cfg.env.split} ({len(task_ids)} tasks)"
-    metrics = _print_eval(groups, do_nothing_floor(env, task_ids), title)
-    (out / "eval_metrics.json").write_text(json.dumps(metrics, indent=1))
+    floor = do_nothing_floor(env, task_ids)
+    _print_eval(groups, floor, title)
+    # an evaluation-only run in the layout of a training run, so reports can include it
+    (out / "run.json").write_text(
+        json.dumps(
+            {
+                "env": cfg.env.name,
+                "learner": cfg.label,
+                "seed": cfg.seed,
+                "model": cfg.model.init_from or cfg.model.name,
+                "config": c,
+            },
+            indent=1,
+        )
+    )
+    (out / "metrics.jsonl").touch()
+    (out / "eval.jsonl").unlink(missing_ok=True)
+    write_eval(out, 0, groups, floor)
     print(f"records and metrics in {out}")
 
 
@@ -177,7 +194,8 @@ def run_sft(cfg: DictConfig) -> None:
     else:
         raise ConfigError(f"unknown SFT source {cfg.source!r}; known: ['gold', 'teacher']")
     pool.close()
-    out = _output_dir()
+    out = Path(cfg.out_dir) if cfg.out_dir else _output_dir()
+    out.mkdir(parents=True, exist_ok=True)
     save_groups(groups, out / "sft_records.jsonl")
     print(
         f"SFT records from {cfg.env.name} {cfg.env.split}: kept {report.kept}, "
@@ -209,6 +227,12 @@ def run_sft(cfg: DictConfig) -> None:
 
 
 def run_train(cfg: DictConfig) -> None:
+    run_dir = Path(cfg.run_dir) if cfg.run_dir else _output_dir()
+    train_one(OmegaConf.to_container(cfg, resolve=True), run_dir)
+
+
+def train_one(c: dict, run_dir: Path) -> None:
+    """Train (or resume) one learner in ``run_dir`` from a resolved train config."""
     from agents.build import build_policy, build_pool, rollout_config
     from agents.chat import make_chat_backend
     from agents.env_pool import EnvSpec
@@ -217,12 +241,12 @@ def run_train(cfg: DictConfig) -> None:
     from learners.registry import get_learner
     from learners.train import RunParts, TrainConfig, Trainer
 
-    c = OmegaConf.to_container(cfg, resolve=True)
     train_cfg = build_config(TrainConfig, c["train"], "train")
+    name = c["learner"]["name"]
     learner_options = {k: v for k, v in c["learner"].items() if k != "name"}
-    entry = get_learner(cfg.learner.name)
+    entry = get_learner(name)
     spec = EnvSpec(c["env"], c["user"])
-    eval_spec = EnvSpec({**c["env"], "split": cfg.eval_split}, c["user"])
+    eval_spec = EnvSpec({**c["env"], "split": c["eval_split"]}, c["user"])
     rollout = rollout_config(c["rollout"])
     policy, sampler_model = build_policy(c["model"], c["rollout"])
     model, _ = load_model(build_config(ModelConfig, {**c["model"], "dtype": "float32"}, "model"))
@@ -239,30 +263,25 @@ def run_train(cfg: DictConfig) -> None:
         pool=build_pool(spec, rollout.n * train_cfg.groups_per_step, c["rollout"]),
         train_env=spec.build(),
         eval_env=eval_spec.build(),
-        eval_pool=build_pool(eval_spec, cfg.eval_batch, c["rollout"]),
+        eval_pool=build_pool(eval_spec, c["eval_batch"], c["rollout"]),
         rollout=rollout,
         analyst=analyst,
     )
-    run_dir = Path(cfg.run_dir) if cfg.run_dir else _output_dir()
-    trainer = Trainer(run_dir, parts, cfg.learner.name, learner_options, train_cfg)
+    trainer = Trainer(run_dir, parts, name, learner_options, train_cfg)
     trainer.resume()
     if trainer.start_step > train_cfg.steps:
         print(f"{run_dir} already finished {train_cfg.steps} steps")
         return
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "run.json").write_text(
-        json.dumps(
-            {
-                "env": cfg.env.name,
-                "learner": cfg.learner.name,
-                "seed": train_cfg.seed,
-                "model": cfg.model.name,
-                "config": c,
-            },
-            indent=1,
-        )
-    )
-    with tqdm(total=train_cfg.steps, initial=trainer.start_step - 1, desc=cfg.learner.name) as bar:
+    record = {
+        "env": c["env"]["name"],
+        "learner": name,
+        "seed": train_cfg.seed,
+        "model": c["model"]["init_from"] or c["model"]["name"],
+        "config": c,
+    }
+    (run_dir / "run.json").write_text(json.dumps(record, indent=1))
+    with tqdm(total=train_cfg.steps, initial=trainer.start_step - 1, desc=name) as bar:
 
         def on_step(step, metrics):
             bar.set_postfix(
@@ -274,9 +293,29 @@ def run_train(cfg: DictConfig) -> None:
         trainer.run(on_step)
     last = json.loads((run_dir / "eval.jsonl").read_text().splitlines()[-1])
     print(
-        f"{cfg.learner.name}: held-out pass@1 {last['eval/success']:.3f} "
+        f"{name} seed {train_cfg.seed}: held-out pass@1 {last['eval/success']:.3f} "
         f"(do-nothing floor {last['eval/do_nothing_floor']:.3f}); run dir {run_dir}"
     )
+
+
+def run_compare(cfg: DictConfig) -> None:
+    """Each learner x seed on identical tasks, user and seeds, then the report."""
+    from hydra import compose
+
+    from learners.report import ReportConfig, write_report
+
+    out = Path(cfg.out_dir) if cfg.out_dir else _output_dir()
+    base = [o for o in HydraConfig.get().overrides.task if o.split("=")[0] not in COMPARE_KEYS]
+    for learner in cfg.learners:
+        for seed in cfg.seeds:
+            overrides = [*base, f"learner={learner}", f"train.seed={seed}"]
+            c = OmegaConf.to_container(compose("train", overrides=overrides), resolve=True)
+            train_one(c, out / f"{learner}-seed{seed}")
+    report = write_report(out, ReportConfig(baseline=cfg.baseline))
+    print(f"report: {report}")
+
+
+COMPARE_KEYS = ("learners", "seeds", "baseline", "out_dir")
 
 
 COMMANDS: dict[str, Callable[[DictConfig], None]] = {
@@ -286,6 +325,7 @@ COMMANDS: dict[str, Callable[[DictConfig], None]] = {
     "evaluate": run_evaluate,
     "sft": run_sft,
     "train": run_train,
+    "compare": run_compare,
 }
 
 

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
+from pathlib import Path
 
 from agents.env_pool import EnvPool
 from agents.episode import EpisodeGroup
 from agents.rollout import Policy, RolloutConfig, rollout_groups
 from envs.core import ToolUseEnv
 from envs.replay import replay
+from learners.metrics import episode_metrics
 
 
 def evaluate_policy(
@@ -35,3 +38,27 @@ def do_nothing_floor(env: ToolUseEnv, task_ids: list[str]) -> float:
     """pass@1 of an agent that says "Sorry." and stops: the floor to read pass@1 against."""
     results = list(replay(env, task_ids, "do_nothing"))
     return sum(r.reward for r in results) / len(results)
+
+
+def write_eval(
+    run_dir: Path, step: int, groups: list[EpisodeGroup], floor: float
+) -> dict[str, float]:
+    """Append the step's metrics to ``eval.jsonl`` and write ``eval_episodes/step_<k>.jsonl``
+    (the layout learners/report.py reads)."""
+    metrics = {"step": step, **episode_metrics(groups, "eval"), "eval/do_nothing_floor": floor}
+    with (run_dir / "eval.jsonl").open("a") as f:
+        f.write(json.dumps(metrics) + "\n")
+    episodes_dir = run_dir / "eval_episodes"
+    episodes_dir.mkdir(exist_ok=True)
+    with (episodes_dir / f"step_{step}.jsonl").open("w") as f:
+        for g in groups:
+            for e in g.episodes:
+                record = {
+                    "task_id": e.task_id,
+                    "category": e.category,
+                    "reward": e.reward,
+                    "tool_calls": e.tool_calls,
+                    "reward_components": e.reward_components,
+                }
+                f.write(json.dumps(record) + "\n")
+    return metrics

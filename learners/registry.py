@@ -18,9 +18,12 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 from agents.episode import Episode, EpisodeGroup
 from credit.teacher import Teacher
+from envs.core import ConfigError
 
 
 @dataclass
@@ -84,6 +87,15 @@ class LearnerEntry:
     name: str
     learner_class: type[Learner]
     config_class: type
+
+    def make_config(self, options: dict[str, Any]) -> Any:
+        """The typed config (nested dataclasses included) from a plain dict; an unknown or
+        ill-typed option is a ConfigError naming it."""
+        try:
+            merged = OmegaConf.merge(OmegaConf.structured(self.config_class), options)
+            return OmegaConf.to_object(merged)
+        except (OmegaConfBaseException, ValueError) as e:
+            raise ConfigError(f"learner {self.name}: {e}".splitlines()[0]) from e
 
 
 _LEARNERS: dict[str, LearnerEntry] = {}

@@ -121,7 +121,7 @@ class SDPODistill:
         return loss, {
             "loss/sd": float(loss.detach()),
             "loss/sd_masked": 0.0,
-            "loss/sd_divergence": float(divergence.mean()),
+            "loss/sd_divergence": float(divergence.detach().mean()),
         }
 
 

@@ -33,7 +33,7 @@ from credit.teacher import Teacher
 from credit.types import TokenAdvantages
 from envs.core import ToolUseEnv
 from learners.checkpoint import load_trainer_state, save_checkpoint
-from learners.evaluate import do_nothing_floor, evaluate_policy
+from learners.evaluate import do_nothing_floor, evaluate_policy, write_eval
 from learners.metrics import episode_metrics
 from learners.registry import Learner, LearnerContext, LossInput, get_learner
 
@@ -144,7 +144,7 @@ class Trainer:
             reference=reference,
             teacher=Teacher(model=parts.sampler_model, prompts=prompts, analyst=parts.analyst),
         )
-        learner_config = entry.config_class(**learner_options)
+        learner_config = entry.make_config(learner_options)
         self.learner: Learner = entry.learner_class(learner_config, self.context)
         self.credit = get_credit(self.learner.credit_method)
         self.credit_config = self.credit.make_config(self.learner.credit_config())
@@ -292,30 +292,7 @@ class Trainer:
         groups = evaluate_policy(
             self.parts.eval_pool, self.parts.policy, self._eval_task_ids(), greedy, self.config.seed
         )
-        metrics = {
-            "step": step,
-            **episode_metrics(groups, "eval"),
-            "eval/do_nothing_floor": self.floor,
-        }
-        _append(self.run_dir / "eval.jsonl", metrics)
-        episodes_dir = self.run_dir / "eval_episodes"
-        episodes_dir.mkdir(exist_ok=True)
-        with (episodes_dir / f"step_{step}.jsonl").open("w") as f:
-            for g in groups:
-                e = g.episodes[0]
-                f.write(
-                    json.dumps(
-                        {
-                            "task_id": e.task_id,
-                            "category": e.category,
-                            "reward": e.reward,
-                            "tool_calls": e.tool_calls,
-                            "reward_components": e.reward_components,
-                        }
-                    )
-                    + "\n"
-                )
-        return metrics
+        return write_eval(self.run_dir, step, groups, self.floor)
 
     def _save_weights(
         self, step: int, advantages: TokenAdvantages, groups: list[EpisodeGroup]

@@ -4,6 +4,7 @@ import gymnasium
 import pytest
 
 from envs import ENV_IDS, conformance
+from envs.appworld.world import synthetic_world
 
 # Per benchmark: a factory of fresh envs, a task whose gold actions write state, and the
 # tasks whose gold replay must score 1.0.
@@ -11,6 +12,26 @@ BENCHMARKS = {
     "tau3_airline": dict(
         make_env=lambda: gymnasium.make(ENV_IDS["tau3_airline"], split="test").unwrapped,
         writing_task="8",
+    ),
+    # the small domain: the whole generated test split (60 tasks) is replayed
+    "airline_mini": dict(
+        make_env=lambda: gymnasium.make(ENV_IDS["airline_mini"], split="test").unwrapped,
+        writing_task="242",
+    ),
+    # the synthetic world (envs/appworld/synthetic.py) in the real AppWorld engine
+    "appworld": dict(
+        make_env=lambda: (
+            gymnasium.make(
+                ENV_IDS["appworld"], data_root=str(synthetic_world()), split="test_normal"
+            ).unwrapped
+        ),
+        writing_task="5a2ce0b_1",
+    ),
+    # tau2-retail's test split (40 tasks, ~20 s of replay); train is replayed in
+    # tests/envs/test_tau2_retail.py (slow)
+    "tau2_retail": dict(
+        make_env=lambda: gymnasium.make(ENV_IDS["tau2_retail"], split="test").unwrapped,
+        writing_task="5",
     ),
 }
 

@@ -85,7 +85,7 @@ def test_grpo_loss_and_gradient_equal_a_from_scratch_recomputation(setup):
             ratio = torch.exp(new - old)
             reference = reference - torch.min(ratio * a, ratio.clamp(0.8, 1.2) * a) / total
     reference.backward()
-    assert float(loss) == pytest.approx(float(reference), abs=1e-6)
+    assert loss.item() == pytest.approx(reference.item(), abs=1e-6)
     for g_learner, p in zip(grads, model.parameters(), strict=True):
         torch.testing.assert_close(g_learner, p.grad, atol=1e-6, rtol=1e-5)
 

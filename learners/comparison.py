@@ -1,0 +1,237 @@
+"""The numbers of a learner comparison: held-out pass@1 over seeds (last and best
+evaluation), per-category success, paired differences against a baseline learner, pass@k
+and pass^k, the zero-tool audit, group health and credit diagnostics.
+
+:func:`compare` turns loaded runs (:mod:`learners.runs`) into a :class:`Comparison`;
+:mod:`learners.report` renders it.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from envs.categories import CATEGORIES
+from envs.core import ConfigError
+from learners.compare_stats import (
+    PairedDifference,
+    Spread,
+    paired_difference,
+    pass_k_table,
+    spread,
+    step_curve,
+)
+from learners.runs import ComparisonError, Run
+
+GROUP_HEALTH_KEYS = ("rollout/groups_mixed", "rollout/groups_all_fail", "rollout/groups_all_pass")
+ZERO_TOOL_KEYS = ("zero_tool_share", "tools_per_success")
+DIAGNOSTIC_PREFIXES = ("credit/", "time/")
+FLOOR_KEY = "eval/do_nothing_floor"
+
+
+@dataclass(frozen=True)
+class ComparisonConfig:
+    baseline: str | None = None
+    """Learner the others are paired against; None: the first learner in sorted order."""
+    bootstrap_resamples: int = 10_000
+    """Task sets drawn with replacement for a paired difference's CI."""
+    confidence: float = 0.95
+    """Coverage of the percentile bootstrap CI."""
+    bootstrap_seed: int = 0
+    """Seed of the bootstrap draws, so a report is reproducible."""
+    success_threshold: float = 1.0
+    """An episode succeeds when its reward reaches this (as ``agents.episode.Episode``)."""
+    pass_ks: tuple[int, ...] = (1, 2, 4, 8)
+    """k of the pass@k / pass^k table; values above the episodes per task are left out."""
+
+    def __post_init__(self) -> None:
+        if self.bootstrap_resamples < 1 or not 0.0 < self.confidence < 1.0:
+            raise ConfigError(
+                "report: need bootstrap_resamples >= 1 and 0 < confidence < 1; got "
+                f"{self.bootstrap_resamples} and {self.confidence}"
+            )
+        if not self.pass_ks or min(self.pass_ks) < 1:
+            raise ConfigError(f"report: pass_ks must be integers >= 1; got {self.pass_ks}")
+
+
+@dataclass(frozen=True)
+class PassKSpread:
+    """pass@k and pass^k of one learner at one k: each seed's mean over tasks, over seeds."""
+
+    k: int
+    pass_at_k: Spread
+    pass_hat_k: Spread
+
+
+@dataclass(frozen=True)
+class LearnerResult:
+    learner: str
+    seeds: list[int]
+    final: Spread
+    """Held-out pass@1 at each seed's last evaluation."""
+    final_steps: list[int]
+    best: Spread
+    """Each seed's best held-out pass@1 over its evaluations (an optimistic pick)."""
+    best_steps: list[int]
+    floor: Spread | None
+    """The do-nothing floor logged with the last evaluations."""
+    categories: dict[str, Spread]
+    """Success per task category at the last evaluation."""
+    category_episodes: dict[str, int]
+    """Episodes per category in one seed's last evaluation."""
+    pass_k: list[PassKSpread]
+    episodes_per_task: int
+    vs_baseline: PairedDifference | None
+    """None for the baseline itself."""
+    zero_tool: dict[str, float | None]
+    """Zero-tool audit: ``rollout/<key>`` at the first and last logged step, ``eval/<key>``
+    at the last evaluation (means over seeds); None where never logged."""
+    group_health: dict[str, float]
+    """Mean over training steps of each group-health share."""
+    diagnostics: dict[str, float]
+    """Mean per training step of every ``credit/*`` and ``time/*`` scalar."""
+
+
+@dataclass(frozen=True)
+class Comparison:
+    env: str
+    baseline: str
+    tasks: int
+    """Held-out tasks in the baseline's last evaluation."""
+    learners: list[LearnerResult]
+    config: ComparisonConfig
+
+
+def compare(runs: Sequence[Run], config: ComparisonConfig) -> Comparison:
+    by_learner: dict[str, list[Run]] = defaultdict(list)
+    for run in runs:
+        by_learner[run.learner].append(run)
+    baseline = config.baseline or min(by_learner)
+    if baseline not in by_learner:
+        raise ComparisonError(
+            f"baseline learner {baseline!r} has no run; learners: {sorted(by_learner)}"
+        )
+    base_rates = _success_rates(by_learner[baseline], config.success_threshold)
+    results = []
+    for learner, learner_runs in sorted(by_learner.items()):
+        vs = None
+        if learner != baseline:
+            vs = paired_difference(
+                _success_rates(learner_runs, config.success_threshold),
+                base_rates,
+                resamples=config.bootstrap_resamples,
+                confidence=config.confidence,
+                seed=config.bootstrap_seed,
+            )
+        results.append(_learner_result(learner, learner_runs, vs, config))
+    return Comparison(
+        env=runs[0].env,
+        baseline=baseline,
+        tasks=len({t for _, t in base_rates}),
+        learners=results,
+        config=config,
+    )
+
+
+def categories_of(records: Iterable[Mapping[str, float]], prefix: str) -> list[str]:
+    """Categories with a ``<prefix>/<category>/success`` key, the paper's order first."""
+    found = {
+        key.split("/")[1]
+        for record in records
+        for key in record
+        if key.startswith(f"{prefix}/") and key.endswith("/success") and key.count("/") == 2
+    }
+    return [c for c in CATEGORIES if c in found] + sorted(found - set(CATEGORIES))
+
+
+def _success_rates(runs: Sequence[Run], threshold: float) -> dict[tuple[int, str], float]:
+    """(seed, task) -> share of that task's last-evaluation episodes that succeeded."""
+    return {
+        (run.seed, task): sum(wins) / len(wins)
+        for run in runs
+        for task, wins in _task_successes(run, threshold).items()
+    }
+
+
+def _learner_result(
+    learner: str, runs: list[Run], vs: PairedDifference | None, config: ComparisonConfig
+) -> LearnerResult:
+    best = [max(run.evals, key=lambda e: e["eval/success"]) for run in runs]
+    final_evals = [r.final_eval for r in runs]
+    floors = [e[FLOOR_KEY] for e in final_evals if FLOOR_KEY in e]
+    categories = categories_of(final_evals, "eval")
+    successes = [_task_successes(run, config.success_threshold) for run in runs]
+    per_task = min(len(s) for by_task in successes for s in by_task.values())
+    ks = [k for k in config.pass_ks if k <= per_task]
+    tables = [pass_k_table(by_task, ks) for by_task in successes] if ks else []
+    return LearnerResult(
+        learner=learner,
+        seeds=[r.seed for r in runs],
+        final=spread([r.final_eval["eval/success"] for r in runs]),
+        final_steps=[int(r.final_eval["step"]) for r in runs],
+        best=spread([e["eval/success"] for e in best]),
+        best_steps=[int(e["step"]) for e in best],
+        floor=spread(floors) if floors else None,
+        categories={
+            c: spread([e[f"eval/{c}/success"] for e in final_evals if f"eval/{c}/success" in e])
+            for c in categories
+        },
+        category_episodes={
+            c: max(int(e.get(f"eval/{c}/episodes", 0)) for e in final_evals) for c in categories
+        },
+        pass_k=[
+            PassKSpread(
+                k,
+                spread([t[i].pass_at_k for t in tables]),
+                spread([t[i].pass_hat_k for t in tables]),
+            )
+            for i, k in enumerate(ks)
+        ],
+        episodes_per_task=per_task,
+        vs_baseline=vs,
+        zero_tool=_zero_tool(runs),
+        group_health={
+            key: float(np.mean(curve.mean))
+            for key in GROUP_HEALTH_KEYS
+            if (curve := step_curve([r.metrics for r in runs], key))
+        },
+        diagnostics=_diagnostics(runs),
+    )
+
+
+def _task_successes(run: Run, threshold: float) -> dict[str, list[bool]]:
+    by_task: dict[str, list[bool]] = defaultdict(list)
+    for e in run.final_episodes:
+        by_task[e.task_id].append(e.reward >= threshold)
+    return by_task
+
+
+def _zero_tool(runs: list[Run]) -> dict[str, float | None]:
+    audit: dict[str, float | None] = {}
+    for key in ZERO_TOOL_KEYS:
+        curve = step_curve([r.metrics for r in runs], f"rollout/{key}")
+        audit[f"rollout/{key}/first"] = curve.mean[0] if curve else None
+        audit[f"rollout/{key}/last"] = curve.mean[-1] if curve else None
+        final = [r.final_eval[f"eval/{key}"] for r in runs if f"eval/{key}" in r.final_eval]
+        audit[f"eval/{key}"] = float(np.mean(final)) if final else None
+    return audit
+
+
+def _diagnostics(runs: list[Run]) -> dict[str, float]:
+    keys = sorted(
+        {
+            k
+            for r in runs
+            for record in r.metrics
+            for k in record
+            if k.startswith(DIAGNOSTIC_PREFIXES)
+        }
+    )
+    return {
+        key: float(np.mean(curve.mean))
+        for key in keys
+        if (curve := step_curve([r.metrics for r in runs], key))
+    }

@@ -1,0 +1,368 @@
+"""A comparison report: ``write_report(comparison_dir)`` reads every run directory under it
+(:mod:`learners.runs`), computes the comparison (:mod:`learners.comparison`) and writes, in
+``<comparison_dir>/report/``, a self-contained ``report.md`` with its PNG figures and
+``results.json`` holding the tables' numbers.
+
+Example::
+
+    from learners.report import write_report
+    path = write_report("outputs/compare_tau3")   # .../report/report.md
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from learners.compare_stats import Spread
+from learners.comparison import (
+    GROUP_HEALTH_KEYS,
+    Comparison,
+    ComparisonConfig,
+    LearnerResult,
+    categories_of,
+    compare,
+)
+from learners.report_plots import Panel, PlotStyle, curves_figure, weights_figure
+from learners.runs import Run, load_comparison
+
+MISSING = "—"
+
+
+@dataclass(frozen=True)
+class ReportConfig(ComparisonConfig):
+    output_subdir: str = "report"
+    """Folder under the comparison directory for report.md, results.json and the PNGs."""
+    dpi: int = 120
+    """Resolution of the figures."""
+    panel_inches: tuple[float, float] = (4.8, 3.4)
+    """Width and height of one plot panel."""
+    panels_per_row: int = 3
+    """Panels side by side before a figure wraps to a new row."""
+    histogram_steps: int = 4
+    """Steps per learner whose credit weights are histogrammed: evenly spaced over the
+    steps that wrote weights, first and last included."""
+    histogram_bins: int = 50
+    """Bins of each credit-weight histogram."""
+
+
+def write_report(comparison_dir: str | Path, config: ReportConfig | None = None) -> Path:
+    """Write the report of the runs under ``comparison_dir``; returns the report.md path.
+
+    Raises :class:`learners.runs.ComparisonError` (a ``ConfigError``) with a one-line
+    message when the directory or a run in it is missing something."""
+    config = config or ReportConfig()
+    comparison_dir = Path(comparison_dir)
+    runs = load_comparison(comparison_dir)
+    comparison = compare(runs, config)
+    out = comparison_dir / config.output_subdir
+    out.mkdir(exist_ok=True)
+    figures = _draw_figures(runs, comparison, out, config)
+    (out / "results.json").write_text(json.dumps(results_dict(comparison), indent=1) + "\n")
+    path = out / "report.md"
+    path.write_text(render_markdown(comparison, runs, figures, comparison_dir))
+    return path
+
+
+def results_dict(comparison: Comparison) -> dict[str, Any]:
+    """The comparison as JSON-ready data (the numbers behind every table)."""
+    data = asdict(comparison)
+    for learner, result in zip(data["learners"], comparison.learners, strict=True):
+        if result.vs_baseline is not None:
+            learner["vs_baseline"]["within_noise"] = result.vs_baseline.within_noise
+    return data
+
+
+# -- figures -----------------------------------------------------------------------------
+def _draw_figures(
+    runs: list[Run], comparison: Comparison, out: Path, config: ReportConfig
+) -> dict[str, str]:
+    """Draw every figure there is data for; returns figure name -> file name."""
+    style = PlotStyle(config.dpi, config.panel_inches, config.panels_per_row)
+    by_learner: dict[str, list[Run]] = defaultdict(list)
+    for run in runs:
+        by_learner[run.learner].append(run)
+    categories = categories_of((m for r in runs for m in r.metrics), "rollout")
+    floors = [r.floor.mean for r in comparison.learners if r.floor]
+    figures = {
+        "training_success": [Panel("rollout success: all", "rollout/success")]
+        + [Panel(f"rollout success: {c}", f"rollout/{c}/success") for c in categories],
+        "heldout_pass1": [
+            Panel(
+                "held-out pass@1",
+                "eval/success",
+                source="evals",
+                floor=float(np.mean(floors)) if floors else None,
+            )
+        ],
+        "zero_tool_audit": [
+            Panel("info-only successes with no tool call", "rollout/zero_tool_share"),
+            Panel("tool calls per success", "rollout/tools_per_success", share=False),
+        ],
+        "group_health": [Panel(key.split("/")[1], key) for key in GROUP_HEALTH_KEYS],
+    }
+    drawn = {
+        name: f"{name}.png"
+        for name, panels in figures.items()
+        if curves_figure(out / f"{name}.png", panels, by_learner, style)
+    }
+    weights = _weights_to_plot(by_learner, config.histogram_steps)
+    if weights_figure(out / "credit_weights.png", weights, config.histogram_bins, style):
+        drawn["credit_weights"] = "credit_weights.png"
+    return drawn
+
+
+def _weights_to_plot(
+    by_learner: dict[str, list[Run]], steps_wanted: int
+) -> dict[str, dict[int, np.ndarray]]:
+    """learner -> step -> the credit weights of all its seeds at that step."""
+    weights = {}
+    for learner, runs in sorted(by_learner.items()):
+        steps = sorted({s for r in runs for s in r.weight_files})
+        if not steps:
+            continue
+        spaced = np.linspace(0, len(steps) - 1, steps_wanted).round().astype(int)
+        picks = sorted({steps[i] for i in spaced})
+        weights[learner] = {
+            s: np.concatenate([np.load(r.weight_files[s]) for r in runs if s in r.weight_files])
+            for s in picks
+        }
+    return weights
+
+
+# -- markdown ----------------------------------------------------------------------------
+def render_markdown(
+    comparison: Comparison, runs: list[Run], figures: dict[str, str], comparison_dir: Path
+) -> str:
+    c, results = comparison, comparison.learners
+    floor_note = (
+        "Every pass@1 stands beside the do-nothing floor: the pass@1 of an agent that says "
+        '"Sorry." and stops. A learner at or below it has stopped acting.'
+    )
+    lines = [
+        f"# {c.env}: {', '.join(r.learner for r in results)}",
+        "",
+        f"{len(runs)} runs; held-out evaluation on {c.tasks} tasks. Baseline for paired "
+        f"differences: **{c.baseline}**. {floor_note}",
+        "",
+        *_runs_table(runs, comparison_dir),
+        "",
+        "## Held-out pass@1",
+        "",
+        *_pass1_table(results),
+        "",
+        "Mean ± sample standard deviation over seeds, [min, max]. *best* picks each seed's "
+        "best evaluation on the held-out split itself: optimistic, for reading curves only.",
+        "",
+        *_figure(figures, "heldout_pass1", "Held-out pass@1 over training steps"),
+        f"## Paired differences vs {c.baseline}",
+        "",
+        *_paired_table(c),
+        "",
+        "## pass@k and pass^k",
+        "",
+        *_pass_k_table(c),
+        "",
+        "## Training curves: rollout success by category",
+        "",
+        *_figure(figures, "training_success", "Rollout success by category"),
+        "## Zero-tool audit",
+        "",
+        "Share of information-only successes that call no tool, and tool calls per success "
+        "(SGCD paper §3: under SDPO the share rose 0% → 100% and tools per success fell "
+        "2.5 → 0.0). A rising share with falling tools per success is the collapse.",
+        "",
+        *_zero_tool_table(results),
+        "",
+        *_figure(figures, "zero_tool_audit", "Zero-tool audit per training step"),
+        "## Group health",
+        "",
+        "Share of sibling groups per step that are mixed (some pass, some fail: the only "
+        "groups with a learning signal), all-fail and all-pass; mean over training steps.",
+        "",
+        *_group_health_table(results),
+        "",
+        *_figure(figures, "group_health", "Group health per training step"),
+        "## Credit weights",
+        "",
+        *(
+            _figure(figures, "credit_weights", "Credit weight histograms")
+            or ["No run wrote credit weights (`weights/`).", ""]
+        ),
+        "## Training diagnostics",
+        "",
+        *_diagnostics_table(results),
+    ]
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def _runs_table(runs: list[Run], comparison_dir: Path) -> list[str]:
+    head = ["learner", "seed", "model", "training steps", "evaluations", "last evaluated", "run"]
+    rows = [_row(head), _row(["---"] * len(head))]
+    for r in runs:
+        cells = [r.learner, str(r.seed), r.model or MISSING]
+        cells += [str(int(r.metrics[-1]["step"])) if r.metrics else "0", str(len(r.evals))]
+        cells += [f"step {int(r.final_eval['step'])}", f"`{r.path.relative_to(comparison_dir)}`"]
+        rows.append(_row(cells))
+    return rows
+
+
+def _pass1_table(results: list[LearnerResult]) -> list[str]:
+    categories = list(dict.fromkeys(c for r in results for c in r.categories))
+    episodes = {c: max(r.category_episodes.get(c, 0) for r in results) for c in categories}
+    head = [
+        "learner",
+        "seeds",
+        "pass@1 (last)",
+        "do-nothing floor",
+        "pass@1 (best)",
+        "best at step",
+    ]
+    head += [f"{c} (n={episodes[c]})" for c in categories]
+    rows = [_row(head), _row(["---"] * len(head))]
+    for r in results:
+        cells = [
+            r.learner,
+            str(len(r.seeds)),
+            _spread(r.final),
+            _spread(r.floor),
+            _spread(r.best),
+            ", ".join(map(str, r.best_steps)),
+        ]
+        cells += [_spread(r.categories.get(c)) for c in categories]
+        rows.append(_row(cells))
+    return rows
+
+
+def _paired_table(c: Comparison) -> list[str]:
+    level = f"{c.config.confidence:.0%} CI"
+    rows = [
+        _row(["learner", f"Δ pass@1 vs {c.baseline}", level, "tasks × seeds", "verdict"]),
+        _row(["---"] * 5),
+    ]
+    unpaired = 0
+    for r in c.learners:
+        d = r.vs_baseline
+        if d is None:
+            continue
+        unpaired += d.unpaired
+        verdict = "within noise" if d.within_noise else ("better" if d.mean > 0 else "worse")
+        rows.append(
+            _row(
+                [
+                    r.learner,
+                    f"{d.mean:+.3f}",
+                    f"[{d.ci_low:+.3f}, {d.ci_high:+.3f}]",
+                    f"{d.tasks} × {d.seeds}",
+                    verdict,
+                ]
+            )
+        )
+    rows += [
+        "",
+        f"Paired by (seed, task) on each run's last evaluation; CI: percentile bootstrap over "
+        f"tasks ({c.config.bootstrap_resamples} resamples, seed {c.config.bootstrap_seed}). "
+        f"**{c.tasks} tasks is a small sample**: one task moves pass@1 by {1 / c.tasks:.3f}, "
+        "so a difference whose CI contains 0 is within noise, not a result.",
+    ]
+    if unpaired:
+        rows += [
+            "",
+            f"{unpaired} (seed, task) evaluations had no partner on the other side and were "
+            "left out: the runs did not evaluate identical tasks and seeds.",
+        ]
+    return rows
+
+
+def _pass_k_table(c: Comparison) -> list[str]:
+    rows = [
+        _row(["learner", "episodes per task", "k", "pass@k", "pass^k", "do-nothing floor"]),
+        _row(["---"] * 6),
+    ]
+    for r in c.learners:
+        for p in r.pass_k:
+            cells = [r.learner, str(r.episodes_per_task), str(p.k), _spread(p.pass_at_k)]
+            rows.append(_row([*cells, _spread(p.pass_hat_k), _spread(r.floor)]))
+    ks = ", ".join(map(str, c.config.pass_ks))
+    rows += [
+        "",
+        "pass@k: at least one of k episodes succeeds; pass^k: all k do (SGCD paper, "
+        "Appendix B; unbiased estimators from n ≥ k episodes per task). At k = 1 both are "
+        f"pass@1. k asked for: {ks}; a k above the episodes per task is left out.",
+    ]
+    return rows
+
+
+def _zero_tool_table(results: list[LearnerResult]) -> list[str]:
+    head = [
+        "learner",
+        "zero-tool share (first → last step)",
+        "tools per success (first → last step)",
+        "held-out zero-tool share",
+        "held-out tools per success",
+    ]
+    rows = [_row(head), _row(["---"] * len(head))]
+    for r in results:
+        z = r.zero_tool
+        rows.append(
+            _row(
+                [
+                    r.learner,
+                    f"{_num(z['rollout/zero_tool_share/first'])} → "
+                    f"{_num(z['rollout/zero_tool_share/last'])}",
+                    f"{_num(z['rollout/tools_per_success/first'])} → "
+                    f"{_num(z['rollout/tools_per_success/last'])}",
+                    _num(z["eval/zero_tool_share"]),
+                    _num(z["eval/tools_per_success"]),
+                ]
+            )
+        )
+    return rows
+
+
+def _group_health_table(results: list[LearnerResult]) -> list[str]:
+    names = [key.split("/")[1] for key in GROUP_HEALTH_KEYS]
+    rows = [_row(["learner", *names]), _row(["---"] * (len(names) + 1))]
+    for r in results:
+        rows.append(_row([r.learner, *(_num(r.group_health.get(k)) for k in GROUP_HEALTH_KEYS)]))
+    return rows
+
+
+def _diagnostics_table(results: list[LearnerResult]) -> list[str]:
+    keys = sorted({k for r in results for k in r.diagnostics})
+    if not keys:
+        return ["No `credit/*` or `time/*` scalars were logged."]
+    rows = [
+        "Mean per training step, averaged over seeds.",
+        "",
+        _row(["scalar", *(r.learner for r in results)]),
+        _row(["---"] * (len(results) + 1)),
+    ]
+    for key in keys:
+        rows.append(_row([f"`{key}`", *(_num(r.diagnostics.get(key)) for r in results)]))
+    return rows
+
+
+def _figure(figures: dict[str, str], name: str, caption: str) -> list[str]:
+    return [f"![{caption}]({figures[name]})", ""] if name in figures else []
+
+
+def _row(cells: list[str]) -> str:
+    return "| " + " | ".join(cells) + " |"
+
+
+def _num(x: float | None) -> str:
+    return MISSING if x is None else f"{x:.3f}"
+
+
+def _spread(s: Spread | None) -> str:
+    if s is None:
+        return MISSING
+    if s.min == s.max:  # one seed, or all seeds agree
+        return f"{s.mean:.3f}"
+    return f"{s.mean:.3f} ± {s.std:.3f} [{s.min:.3f}, {s.max:.3f}]"

@@ -1,0 +1,60 @@
+"""SFT data from gold replays and a teacher backend; the SFT learner on a real (tiny) model."""
+
+import pytest
+
+from agents.chat import make_chat_backend
+from agents.env_pool import EnvSpec, LocalEnvPool
+from agents.trajectories import check_split, gold_replay_records, teacher_records
+from envs.core import ConfigError
+from learners.sft import SFTConfig, nll, train_sft
+
+SPEC = EnvSpec({"name": "tau3_airline", "split": "train"})
+TRAIN_TASKS = ["1", "5", "7", "10", "11", "12"]
+
+
+@pytest.fixture(scope="module")
+def gold(tiny_chat):
+    env = SPEC.build()
+    pool = LocalEnvPool(SPEC, 3)
+    return gold_replay_records(pool, tiny_chat, TRAIN_TASKS, env.gold_actions)
+
+
+def test_gold_records_are_successful_train_episodes_only(gold):
+    groups, report = gold
+    assert (report.kept, report.discarded) == (len(TRAIN_TASKS), 0)
+    assert [g.task_id for g in groups] == TRAIN_TASKS
+    assert all(e.reward == 1.0 and sum(e.response_mask) > 0 for g in groups for e in g.episodes)
+    test_ids = set(
+        EnvSpec({"name": "tau3_airline", "split": "test"}).build().tasks()[i].task_id
+        for i in range(20)
+    )
+    assert not test_ids & {g.task_id for g in groups}
+
+
+def test_the_held_out_split_is_refused():
+    with pytest.raises(ConfigError, match="held-out"):
+        check_split("test")
+    check_split("train")
+
+
+def test_teacher_records_keep_only_successes(tiny_chat):
+    """A real local model as the teacher (offline stand-in for the Anthropic teacher):
+    it cannot solve the tasks, so only do-nothing-floor tasks may be kept."""
+    backend = make_chat_backend({"kind": "local", "model": "tiny-random", "max_tokens": 6})
+    pool = LocalEnvPool(SPEC, 4)
+    groups, report = teacher_records(pool, tiny_chat, backend, ["1", "5"], 2, 0, 0.0)
+    assert report.kept + report.discarded == 4
+    kept = [e for g in groups for e in g.episodes]
+    assert len(kept) == report.kept and all(e.success for e in kept)
+    assert backend.usage.calls >= 4
+
+
+def test_sft_lowers_the_loss_on_its_records(gold, tiny_fresh):
+    groups, _ = gold
+    model, _ = tiny_fresh
+    config = SFTConfig(steps=8, batch_episodes=3, lr=3e-3, autocast="none", max_tokens=1024)
+    before = [nll(model, g.prompt_ids, g.episodes[0], config)[0].item() for g in groups]
+    history = train_sft(model, groups, config)
+    after = [nll(model, g.prompt_ids, g.episodes[0], config)[0].item() for g in groups]
+    assert len(history) == 8 and all("loss/sft" in h for h in history)
+    assert sum(after) < 0.8 * sum(before)
