@@ -226,6 +226,13 @@ class AppWorldServer:
                 f"AppWorld {path} did not answer within {timeout:.0f} s"
             ) from error
         except (ConnectionError, http.client.HTTPException, OSError) as error:
+            # A dying server resets its sockets before the kernel reports its exit: give it
+            # the shutdown grace to finish dying before saying whether it is alive.
+            if self._process is not None:
+                try:
+                    self._process.wait(self.settings.shutdown_grace_s)
+                except subprocess.TimeoutExpired:
+                    pass
             state = "is alive" if self.alive else f"exited ({self._process_status()})"
             raise ServerDiedError(
                 f"AppWorld server on port {self.port} failed {path} ({error!r}); the process "
