@@ -6,7 +6,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from envs.airline_mini.tasks import airline_mini_domain
+from envs.airline_mini.policy import REFUSAL
+from envs.airline_mini.tasks import airline_mini_domain, airline_mini_taskset
+from envs.core import AgentAction, ToolCall
 from envs.tau_env import TauEnv, TauEnvConfig
 from envs.users import UserSimulator
 
@@ -37,3 +39,17 @@ class AirlineMiniEnv(TauEnv):
     def __init__(self, user: UserSimulator | None = None, **options: Any):
         """``options``: the fields of :class:`AirlineMiniConfig`."""
         super().__init__(airline_mini_domain(), user=user, **options)
+        self._lookups = airline_mini_taskset().lookups
+
+    def gold_actions(self, task_id: str) -> list[AgentAction]:
+        """The gold solution; a refused cancellation first looks the reservation up, as
+        the policy asks, and says why it refuses (the evaluator scores it the same, and
+        SFT on it teaches the check rather than a blind refusal)."""
+        lookups = self._lookups.get(task_id, ())
+        if not lookups:
+            return super().gold_actions(task_id)
+        calls = [
+            AgentAction(tool_calls=(ToolCall(name, dict(arguments), f"lookup_{k}"),))
+            for k, (name, arguments) in enumerate(lookups)
+        ]
+        return [*calls, AgentAction(content=REFUSAL)]

@@ -84,13 +84,16 @@ class TaskSet:
     tasks: dict[str, Task]
     splits: dict[str, list[str]]
     db: Record
+    lookups: dict[str, tuple[tuple[str, Record], ...]]
+    """Per task, the read-only calls its demonstration makes before the gold ones."""
 
     def sha256(self) -> str:
-        """One checksum over the world, the tasks and the splits."""
+        """One checksum over the world, the tasks, the splits and the demonstrations."""
         content = {
             "db": self.db,
             "splits": self.splits,
             "tasks": [task.model_dump(mode="json") for task in self.tasks.values()],
+            "lookups": self.lookups,
         }
         return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
 
@@ -159,6 +162,9 @@ class _Draft:
     instructions: str
     actions: tuple[tuple[str, Record], ...] = ()  # gold tool calls: (name, arguments)
     communicate_info: tuple[str, ...] = ()
+    # read-only calls the demonstration makes beyond the gold ones (the policy's "look up
+    # the reservation first" before a refusal); the evaluator neither needs nor penalises them
+    lookups: tuple[tuple[str, Record], ...] = ()
 
 
 class _Pool:
@@ -228,6 +234,7 @@ def _cancellations(pool: _Pool, count: int, allowed: bool) -> Iterator[_Draft]:
             actions=(("get_reservation_details", call), ("cancel_reservation", call))
             if allowed
             else (),
+            lookups=() if allowed else (("get_reservation_details", call),),
         )
 
 
@@ -313,6 +320,7 @@ def generate(airline_db: Record, config: GeneratorConfig | None = None) -> TaskS
     tasks: dict[str, Task] = {}
     splits: dict[str, list[str]] = {}
     touched: set[str] = set()
+    lookups: dict[str, tuple[tuple[str, Record], ...]] = {}
     for split, users, counts in (
         ("train", user_ids[n_test:], config.train),
         ("test", user_ids[:n_test], config.test),
@@ -329,6 +337,8 @@ def generate(airline_db: Record, config: GeneratorConfig | None = None) -> TaskS
         for draft in drafts:
             task_id = str(len(tasks))
             tasks[task_id] = _task(task_id, draft)
+            if draft.lookups:
+                lookups[task_id] = draft.lookups
             splits[split].append(task_id)
             touched.add(draft.user_id)
-    return TaskSet(tasks=tasks, splits=splits, db=_world(airline_db, touched))
+    return TaskSet(tasks=tasks, splits=splits, db=_world(airline_db, touched), lookups=lookups)

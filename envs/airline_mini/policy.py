@@ -41,3 +41,10 @@ summary, then tell the user they are being transferred.
 def cancellation_allowed(reservation: dict[str, Any]) -> bool:
     """The policy's cancellation rule applied to a reservation record of the airline DB."""
     return reservation["cabin"] == CANCELLABLE_CABIN or reservation["insurance"] == INSURED
+
+
+# What the gold demonstration answers to a cancellation the rule forbids.
+REFUSAL = (
+    "I cannot cancel this reservation: the policy allows a cancellation only for a "
+    f'"{CANCELLABLE_CABIN}" cabin or with insurance "{INSURED}".'
+)

@@ -18,14 +18,14 @@ from typing import Any
 from tau2.domains.airline.data_model import FlightDB
 from tau2.environment.environment import Environment
 
-from envs.airline_mini.generator import DOMAIN_NAME, generate
+from envs.airline_mini.generator import DOMAIN_NAME, TaskSet, generate
 from envs.airline_mini.policy import POLICY
 from envs.airline_mini.tools import MiniAirlineTools
 from envs.tau2_engine import DataIntegrityError, TauDomain, verify_sha256
 from envs.tau3_airline.tasks import DATA_PACKAGE, data_dir
 
 # sha256 of the default task set: its world, tasks and splits (generator.TaskSet.sha256).
-TASKSET_SHA256 = "6caa165ad531fdaec654b12d4319eba42ecc7828680995341252a20c8d641d74"
+TASKSET_SHA256 = "e329a5fd318857cca38f2c17ef53933d6c9d8e4f5186e0112a4179bbbcc1ee30"
 
 
 def airline_db() -> dict[str, Any]:
@@ -40,8 +40,8 @@ def airline_db() -> dict[str, Any]:
 
 
 @cache
-def airline_mini_domain() -> TauDomain:
-    """The generated, verified and registered airline-mini domain (built once per process)."""
+def airline_mini_taskset() -> TaskSet:
+    """The generated task set, verified against its recorded checksum."""
     taskset = generate(airline_db())
     checksum = taskset.sha256()
     if checksum != TASKSET_SHA256:
@@ -53,6 +53,13 @@ def airline_mini_domain() -> TauDomain:
             "new checksum in TASKSET_SHA256."
         )
 
+    return taskset
+
+
+@cache
+def airline_mini_domain() -> TauDomain:
+    """The generated, verified and registered airline-mini domain (built once per process)."""
+    taskset = airline_mini_taskset()
     # A fresh DB per episode (three per scored episode): pydantic's own JSON parser builds
     # it ~35% faster than validating the parsed dict.
     world_json = json.dumps(taskset.db)

@@ -10,7 +10,12 @@ from omegaconf import OmegaConf
 from envs.airline_mini.env import AirlineMiniConfig, AirlineMiniEnv
 from envs.airline_mini.generator import CategoryCounts, GeneratorConfig, generate
 from envs.airline_mini.policy import POLICY
-from envs.airline_mini.tasks import TASKSET_SHA256, airline_db, airline_mini_domain
+from envs.airline_mini.tasks import (
+    TASKSET_SHA256,
+    airline_db,
+    airline_mini_domain,
+    airline_mini_taskset,
+)
 from envs.airline_mini.tools import TOOL_NAMES
 from envs.core import AgentAction, ConfigError, ToolCall
 from envs.replay import replay
@@ -56,7 +61,7 @@ def test_generator_is_deterministic_and_matches_the_recorded_checksum(db):
 def test_a_changed_task_set_fails_with_a_clear_message(monkeypatch):
     monkeypatch.setattr("envs.airline_mini.tasks.TASKSET_SHA256", "0" * 64)
     with pytest.raises(DataIntegrityError, match="TASKSET_SHA256"):
-        airline_mini_domain.__wrapped__()  # past the cache, so the set is generated anew
+        airline_mini_taskset.__wrapped__()  # past the cache, so the set is generated anew
 
 
 def test_counts_the_db_cannot_fill_are_a_config_error(db):
