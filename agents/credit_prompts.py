@@ -6,8 +6,9 @@ from collections.abc import Callable, Sequence
 
 from agents.chat_format import ChatFormat
 from agents.episode import EpisodeGroup
+from agents.tool_format import format_action
 from credit.sanitizer import PrivateValues
-from envs.core import TaskLabels
+from envs.core import AgentAction, TaskLabels
 
 TEACHER_BLOCK = "<|im_start|>system\n{title}\n{context}<|im_end|>\n"
 ASSISTANT_HEADER = "<|im_start|>assistant\n"
@@ -32,6 +33,17 @@ class ChatTaskPrompts:
     def private_values(self, group: EpisodeGroup) -> PrivateValues:
         labels = self.labels(group.task_id)
         return PrivateValues.from_labels([c.arguments for c in labels.gold_calls], labels.answers)
+
+    def reference_solution(self, group: EpisodeGroup) -> str:
+        """The gold calls in the policy's tool-call format, then the answers to give."""
+        labels = self.labels(group.task_id)
+        lines = []
+        if labels.gold_calls:
+            lines.append("A correct solution makes these tool calls, in order:")
+            lines.append(format_action(AgentAction(tool_calls=labels.gold_calls)))
+        if labels.answers:
+            lines.append("It tells the user: " + "; ".join(labels.answers))
+        return "\n".join(lines) or "A correct solution makes no tool call and gives no answer."
 
     def teacher_prompt_ids(self, group: EpisodeGroup, context: str) -> list[int]:
         prompt = group.prompt_ids

@@ -1,10 +1,10 @@
 """Credit assignment: sibling groups in, per-token advantages (+ diagnostics) out.
 
 ``get_credit(name).assign(groups, teacher, config)`` for every method; importing the
-package registers the built-in ones (``grpo``, ``sgcd``).
+package registers the built-in ones (``grpo``, ``sgcd``, ``gear``).
 """
 
-from credit import group_relative, sgcd  # noqa: F401  (registers the methods)
+from credit import gear, group_relative, sgcd  # noqa: F401  (registers the methods)
 from credit.registry import CreditMethod, get_credit, known_credit_methods, register_credit
 from credit.teacher import TaskPrompts, Teacher, TeacherScorer
 from credit.types import TokenAdvantages

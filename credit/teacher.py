@@ -248,8 +248,8 @@ class TaskPrompts(Protocol):
     """The agent-side adapter teacher-scored credit needs; agents/ implements it.
 
     credit/ knows no chat template or tokenizer: the adapter reads a group's task as the
-    policy saw it, names the task's private labels, renders a teacher prompt around a
-    context text, and decodes ids one token at a time.
+    policy saw it, names the task's private labels, renders them as a reference solution,
+    renders a teacher prompt around a context text, and decodes ids one token at a time.
     """
 
     def instruction(self, group: EpisodeGroup) -> str:
@@ -259,6 +259,11 @@ class TaskPrompts(Protocol):
 
     def private_values(self, group: EpisodeGroup) -> PrivateValues:
         """Labels the credit analyst must never see: gold-action values, answers."""
+        ...
+
+    def reference_solution(self, group: EpisodeGroup) -> str:
+        """The task's ground truth as a reference solution, in the policy's own action
+        format (GEAR's teacher context): training-only, never in a student context."""
         ...
 
     def teacher_prompt_ids(self, group: EpisodeGroup, context: str) -> list[int]:

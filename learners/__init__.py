@@ -2,4 +2,4 @@
 
 Importing the package registers the built-in learners."""
 
-from learners import grpo, grpo_kl, sdpo, sgcd  # noqa: F401  (registers the learners)
+from learners import gear, grpo, grpo_kl, sdpo, sgcd  # noqa: F401  (registers the learners)

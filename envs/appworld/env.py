@@ -60,7 +60,9 @@ from envs.core import (
     AgentAction,
     ConfigError,
     EpisodeCounters,
+    TaskLabels,
     TaskSpec,
+    ToolCall,
     ToolUseEnv,
     build_config,
 )
@@ -245,6 +247,14 @@ class AppWorldEnv(ToolUseEnv):
     def gold_actions(self, task_id: str) -> list[AgentAction]:
         """The task's ground-truth solution as code cells (full-mode ground truth only)."""
         return [AgentAction(content=cell) for cell in self.data.solution_cells(task_id)]
+
+    def task_labels(self, task_id: str) -> TaskLabels:
+        """The solution cells as ``execute_python`` calls: GEAR's reference solution, and
+        code SGCD's sanitizer keeps from the analyst."""
+        cells = self.data.solution_cells(task_id)
+        return TaskLabels(
+            gold_calls=tuple(ToolCall(TOOL_NAME, {"code": c}) for c in cells), answers=()
+        )
 
     def state_hash(self) -> str:
         """Hash of the world's DB changes since the task's start state, as AppWorld saves

@@ -36,7 +36,7 @@ def lines(path):
     return [json.loads(x) for x in path.read_text().splitlines()]
 
 
-@pytest.mark.parametrize("learner", ["grpo", "grpo_kl", "sdpo", "sgcd"])
+@pytest.mark.parametrize("learner", ["grpo", "grpo_kl", "sdpo", "sgcd", "gear"])
 def test_two_steps_then_resume(learner, tmp_path):
     train_one(config(learner, "train.steps=2"), tmp_path)
     metrics = lines(tmp_path / "metrics.jsonl")
