@@ -1,5 +1,4 @@
 import pytest
-import torch
 
 from agents.chat_format import ChatFormat, ChatFormatConfig
 from agents.generation import HFGenerator
@@ -23,12 +22,3 @@ def chat(tiny):
 def tiny_policy(tiny, chat):
     model, tokenizer = tiny
     return Policy(chat, HFGenerator(model, chat.end_id, tokenizer.pad_token_id))
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models: one thread is faster and immune to OpenMP waits on shared cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)

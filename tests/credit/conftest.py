@@ -18,13 +18,3 @@ def tiny_llama() -> LlamaForCausalLM:
         vocab_size=VOCAB,
     )
     return LlamaForCausalLM(config).eval()
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tensors here are tiny: one thread is faster, and immune to OpenMP waits when other
-    jobs share the cores. Restored after each test, so other folders keep their setting."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)

@@ -1,5 +1,4 @@
 import pytest
-import torch
 
 from agents.chat_format import ChatFormat, ChatFormatConfig
 from agents.model import ModelConfig, load_model
@@ -15,12 +14,3 @@ def tiny_fresh():
 def tiny_chat():
     _, tokenizer = load_model(ModelConfig(name="tiny-random", dtype="float32"))
     return ChatFormat(tokenizer, ChatFormatConfig())
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models: one thread is faster and immune to OpenMP waits on shared cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)

@@ -16,8 +16,8 @@ from learners.grpo_kl import k3
 from learners.registry import LearnerContext, LossInput
 from learners.sdpo import SDPO, SDPOConfig
 
-SPEC = EnvSpec({"name": "tau3_airline", "split": "train"})
-TASK = "11"  # state-changing, one gold call: gold replay wins, "Sorry." fails
+SPEC = EnvSpec({"name": "airline_mini", "split": "train"})
+TASK = "6"  # a cancellation the policy allows: gold replay wins, "Sorry." fails
 
 
 class FixedAnalyst:
