@@ -22,7 +22,13 @@ def build_policy(
     chat = ChatFormat(
         tokenizer, build_config(ChatFormatConfig, rollout_cfg["chat_format"], "chat_format")
     )
-    generator = make_generator(rollout_cfg["backend"], model, chat.end_id, tokenizer.pad_token_id)
+    generator = make_generator(
+        rollout_cfg["backend"],
+        model,
+        chat.end_id,
+        tokenizer.pad_token_id,
+        model_cfg.get("init_from"),
+    )
     return Policy(chat, generator), model
 
 

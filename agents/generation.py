@@ -2,8 +2,9 @@
 
 * ``hf`` -- transformers ``generate`` on CPU or GPU. All live siblings of a step go in one
   left-padded batch (8.7x the tokens/s of one at a time on CPU: shared/DESIGN.md).
-* ``vllm`` -- for GPU machines (``pip install toolgym[gpu]`` in its own venv); not
-  installable on the CPU machines this project is developed on, so not built yet.
+* ``vllm`` -- for GPU machines (``agents/vllm_generation.py``; ``pip install
+  toolgym[gpu]`` in its own venv); not installable on the CPU machines this project is
+  developed on, so tested only up to the engine calls.
 
 Log-probs are those of the sampling distribution, ``log_softmax(logits / temperature)``
 before top-p (greedy: temperature 1), which is what the learner recomputes.
@@ -52,6 +53,13 @@ class HFGenerator:
         self.model = model
         self.end_id = end_id
         self.pad_id = pad_id
+
+    @torch.no_grad()
+    def sync_weights(self, learner: torch.nn.Module) -> None:
+        """Copy the learner's weights into the sampling model (dtype converted): what a
+        vLLM sampler gets through ``collective_rpc`` on a GPU cluster."""
+        for target, source in zip(self.model.parameters(), learner.parameters(), strict=True):
+            target.copy_(source)
 
     @torch.no_grad()
     def generate(
@@ -116,10 +124,16 @@ class ScriptedGenerator:
         return out
 
 
-def make_generator(backend: str, model: torch.nn.Module, end_id: int, pad_id: int) -> Generator:
+def make_generator(
+    backend: str, model: torch.nn.Module, end_id: int, pad_id: int, model_path: str | None = None
+) -> Generator:
+    """``hf`` (this process's model) or ``vllm`` (a GPU engine on ``model_path``)."""
     if backend == "hf":
         return HFGenerator(model, end_id, pad_id)
-    raise ConfigError(
-        f"unknown generation backend {backend!r}; known here: ['hf'] "
-        "(vllm needs a GPU venv: see README)"
-    )
+    if backend == "vllm":
+        from agents.vllm_generation import VLLMConfig, VLLMGenerator
+
+        if model_path is None:
+            raise ConfigError("the vllm backend loads a checkpoint: set model.init_from")
+        return VLLMGenerator(model_path, end_id, VLLMConfig())
+    raise ConfigError(f"unknown generation backend {backend!r}; known: ['hf', 'vllm']")

@@ -166,7 +166,7 @@ class Trainer:
         self.parts.model.load_state_dict(loaded.state_dict())
         self.optimizer.load_state_dict(torch.load(path / "optimizer.pt"))
         torch.set_rng_state(torch.tensor(state["torch_rng"], dtype=torch.uint8))
-        _sync(self.parts.model, self.parts.sampler_model)
+        self.parts.policy.generator.sync_weights(self.parts.model)
         self.start_step = state["step"] + 1
         for name in ("metrics.jsonl", "eval.jsonl"):  # drop lines of an unfinished step
             _truncate_jsonl(self.run_dir / name, state["step"])
@@ -269,7 +269,7 @@ class Trainer:
         self.optimizer.step()
         self.learner.after_step(model)
         model.eval()
-        _sync(model, self.parts.sampler_model)
+        self.parts.policy.generator.sync_weights(model)
         out = {k: v for k, v in sums.items() if k.endswith(("/pg", "/kl", "/sd"))}
         out.update({k: v / len(items) for k, v in sums.items() if k not in out})
         out["train/grad_norm"] = float(grad_norm)
@@ -310,14 +310,6 @@ def _frozen_copy(model: torch.nn.Module) -> torch.nn.Module:
     import copy
 
     return copy.deepcopy(model).eval().requires_grad_(False)
-
-
-@torch.no_grad()
-def _sync(source: torch.nn.Module, target: torch.nn.Module) -> None:
-    """Copy the learner's weights into the sampler (dtype converted): the weight sync a
-    vLLM sampler would get over NCCL on a GPU cluster."""
-    for t, s in zip(target.parameters(), source.parameters(), strict=True):
-        t.copy_(s)
 
 
 def _append(path: Path, record: dict[str, Any]) -> None:
