@@ -6,28 +6,36 @@ from typing import Any
 
 import torch
 
+from agents.chat import make_chat_backend
 from agents.chat_format import ChatFormat, ChatFormatConfig
+from agents.chat_generation import ChatBackendGenerator
 from agents.env_pool import EnvPool, EnvSpec, LocalEnvPool, RayEnvPool
 from agents.generation import SamplingConfig, make_generator
-from agents.model import ModelConfig, load_model
+from agents.model import ModelConfig, load_model, load_tokenizer
 from agents.ray_runtime import RayConfig, init_ray
 from agents.rollout import Policy, RolloutConfig
-from envs.core import build_config
+from envs.core import ConfigError, build_config
 
 
 def build_policy(
     model_cfg: dict[str, Any], rollout_cfg: dict[str, Any]
-) -> tuple[Policy, torch.nn.Module]:
-    model, tokenizer = load_model(build_config(ModelConfig, model_cfg, "model"))
-    chat = ChatFormat(
-        tokenizer, build_config(ChatFormatConfig, rollout_cfg["chat_format"], "chat_format")
-    )
+) -> tuple[Policy, torch.nn.Module | None]:
+    """The policy and its local model (None when a chat backend acts: ``backend=chat``)."""
+    model_config = build_config(ModelConfig, model_cfg, "model")
+    chat_cfg = build_config(ChatFormatConfig, rollout_cfg["chat_format"], "chat_format")
+    if rollout_cfg["backend"] == "chat":
+        if not rollout_cfg.get("chat_backend"):
+            raise ConfigError("rollout.backend=chat needs rollout.chat_backend={kind: ...}")
+        chat = ChatFormat(load_tokenizer(model_config), chat_cfg)
+        backend = make_chat_backend(rollout_cfg["chat_backend"])
+        temperature = (
+            rollout_cfg["sampling"]["temperature"] if backend.supports_temperature else None
+        )
+        return Policy(chat, ChatBackendGenerator(chat, backend, temperature)), None
+    model, tokenizer = load_model(model_config)
+    chat = ChatFormat(tokenizer, chat_cfg)
     generator = make_generator(
-        rollout_cfg["backend"],
-        model,
-        chat.end_id,
-        tokenizer.pad_token_id,
-        model_cfg.get("init_from"),
+        rollout_cfg["backend"], model, chat.end_id, tokenizer.pad_token_id, model_config.init_from
     )
     return Policy(chat, generator), model
 

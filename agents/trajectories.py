@@ -14,21 +14,20 @@ tasks never leak into SFT data.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from agents.chat_format import ChatFormat
+from agents.chat_generation import ChatBackendGenerator
 from agents.env_pool import EnvPool
 from agents.episode import EpisodeGroup
-from agents.generation import Generated, SamplingConfig, ScriptedGenerator
+from agents.generation import ScriptedGenerator
 from agents.rollout import Policy, RolloutConfig, rollout_groups
 from agents.tool_format import format_action
 from envs.core import ConfigError
 from envs.users import ChatBackend
 
 HELD_OUT_SPLITS = ("test",)
-_CHATML = re.compile(r"<\|im_start\|>(\w+)\n(.*?)(?:<\|im_end\|>|$)", re.DOTALL)
 
 
 @dataclass(frozen=True)
@@ -41,30 +40,6 @@ class HarvestReport:
 def check_split(split: str) -> None:
     if split in HELD_OUT_SPLITS:
         raise ConfigError(f"SFT data must not come from the held-out {split!r} split; use train")
-
-
-class TeacherGenerator:
-    """A chat backend as the acting model: it reads the episode so far (our ChatML,
-    parsed back into messages) and its reply is tokenised as the policy would write it."""
-
-    def __init__(self, chat: ChatFormat, backend: ChatBackend, temperature: float | None):
-        self.chat, self.backend, self.temperature = chat, backend, temperature
-
-    def generate(
-        self, contexts: list[list[int]], slots: list[int], sampling: SamplingConfig, seed: int
-    ) -> list[Generated]:
-        out = []
-        for context in contexts:
-            text = self.chat.tokenizer.decode(context, skip_special_tokens=False)
-            messages = [
-                {"role": role, "content": body.strip()} for role, body in _CHATML.findall(text)
-            ]
-            reply = self.backend.complete(
-                [m for m in messages if m["content"]], temperature=self.temperature, seed=seed
-            )
-            ids = self.chat.render_sft_target(reply.strip())
-            out.append(Generated(ids, [0.0] * len(ids), finished=True))
-        return out
 
 
 def _keep_successes(groups: list[EpisodeGroup]) -> tuple[list[EpisodeGroup], HarvestReport]:
@@ -103,7 +78,7 @@ def teacher_records(
     temperature: float | None,
 ) -> tuple[list[EpisodeGroup], HarvestReport]:
     """``attempts`` teacher episodes per task; successes kept."""
-    policy = Policy(chat, TeacherGenerator(chat, backend, temperature))
+    policy = Policy(chat, ChatBackendGenerator(chat, backend, temperature))
     config = RolloutConfig(n=attempts, max_context_tokens=None)
     per_batch = max(pool.size // attempts, 1)
     groups = []

@@ -174,3 +174,25 @@ def test_local_backend_drives_the_llm_user_in_the_env():
     assert obs["messages"][0]["role"] == "user"
     obs_b, _ = env.reset(seed=4, options={"task_id": "2"})
     assert obs_b["messages"][1]["content"] == opening  # same seed, same user
+
+
+def test_a_chat_backend_can_act_as_the_policy():
+    """``rollout.backend=chat``: how a hosted model is evaluated (here a real local model)."""
+    from agents.build import build_policy
+    from agents.env_pool import EnvSpec, LocalEnvPool
+    from agents.rollout import RolloutConfig, rollout_groups
+
+    rollout = {
+        "backend": "chat",
+        "chat_backend": {"kind": "local", "model": "tiny-random", "max_tokens": 6},
+        "chat_format": {"tool_schema_style": "signature"},
+        "sampling": {"temperature": 0.0},
+    }
+    policy, model = build_policy({"name": "tiny-random"}, rollout)
+    assert model is None
+    spec = EnvSpec({"name": "airline_mini", "split": "test"})
+    (group,) = rollout_groups(LocalEnvPool(spec, 1), policy, ["240"], 0, RolloutConfig(n=1))
+    (episode,) = group.episodes
+    assert sum(episode.response_mask) > 0 and episode.termination_reason
+    with pytest.raises(ConfigError, match="chat_backend"):
+        build_policy({"name": "tiny-random"}, {**rollout, "chat_backend": None})
