@@ -147,7 +147,7 @@ def test_sdpo_masks_episodes_without_another_successful_sibling(setup):
         learner.loss(LossInput(model, group, j, a, 1e-3)) for j, a in enumerate(adv.advantages)
     ]
     assert all(m["loss/sd_masked"] == 0.0 for _, m in losses)  # two winners teach each other
-    assert all(float(loss) > 0 and loss.requires_grad for loss, _ in losses)
+    assert all(loss.item() > 0 and loss.requires_grad for loss, _ in losses)
     lonely = type(group)(group.task_id, group.category, group.prompt_ids, group.episodes[:2])
     _, m = learner.loss(LossInput(model, lonely, 0, adv.advantages[0], 1e-3))
     assert m["loss/sd_masked"] == 1.0  # its only successful sibling is itself
