@@ -192,6 +192,17 @@ class ToolUseEnv(gym.Env[dict, AgentAction], abc.ABC):
     def __init__(self) -> None:
         self.action_space = ActionSpace()
         self.observation_space = ObservationSpace()
+        self._done = True  # no episode until reset()
+
+    def _check_step(self, action: Any, hint: str) -> None:
+        """API misuse (not agent mistakes) raises: stepping a finished episode, or an
+        action that is not an AgentAction (``hint`` says how to make one)."""
+        if self._done:
+            raise RuntimeError("episode is over: call reset() before step()")
+        if not isinstance(action, AgentAction):
+            raise TypeError(
+                f"step() takes an envs.core.AgentAction, got {type(action).__name__}; {hint}"
+            )
 
     @abc.abstractmethod
     def tasks(self) -> list[TaskSpec]: ...

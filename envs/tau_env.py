@@ -62,7 +62,6 @@ class TauEnv(ToolUseEnv):
         self.max_action_chars = self.config.max_action_chars
         self._split_ids = domain.split_ids(self.config.split)
         self._world = None
-        self._done = True
 
     # -- benchmark hooks -------------------------------------------------------------
     def tasks(self) -> list[TaskSpec]:
@@ -144,13 +143,7 @@ class TauEnv(ToolUseEnv):
         return obs, self._info()
 
     def step(self, action: AgentAction) -> tuple[dict, float, bool, bool, dict]:
-        if self._done:
-            raise RuntimeError("episode is over: call reset() before step()")
-        if not isinstance(action, AgentAction):
-            raise TypeError(
-                f"step() takes an envs.core.AgentAction, got {type(action).__name__}; "
-                "parse model text with agents.tool_format.parse_action"
-            )
+        self._check_step(action, "parse model text with agents.tool_format.parse_action")
         self._counters.steps += 1
         if len(action.content) > self.config.max_action_chars:
             messages = [

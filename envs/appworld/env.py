@@ -235,7 +235,6 @@ class AppWorldEnv(ToolUseEnv):
         self._server: AppWorldServer | None = None
         self._lease: weakref.finalize | None = None
         self._task: AppWorldTask | None = None
-        self._done = True
 
     # -- benchmark hooks -------------------------------------------------------------
     def tasks(self) -> list[TaskSpec]:
@@ -317,13 +316,7 @@ class AppWorldEnv(ToolUseEnv):
         return obs, self._info()
 
     def step(self, action: AgentAction) -> tuple[dict, float, bool, bool, dict]:
-        if self._done:
-            raise RuntimeError("episode is over: call reset() before step()")
-        if not isinstance(action, AgentAction):
-            raise TypeError(
-                f"step() takes an envs.core.AgentAction, got {type(action).__name__}; "
-                "AppWorld's code cell goes in its content"
-            )
+        self._check_step(action, "AppWorld's code cell goes in its content")
         self._counters.steps += 1
         if not action.is_tool_use and STOP in action.content:
             return self._end([], "agent_stop", truncated=False)
