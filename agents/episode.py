@@ -55,6 +55,8 @@ class Episode:
     termination_reason: str = ""
     user: dict[str, Any] = field(default_factory=dict)
     seed: int | None = None
+    facets: dict[str, list[str]] = field(default_factory=dict)
+    """The task's facets from the env's ``info`` (AppWorld: app, scenario)."""
 
     def __post_init__(self) -> None:
         if not len(self.ids) == len(self.response_mask) == len(self.logprobs):

@@ -62,6 +62,7 @@ def _finish(state: _Live, reward: float, info: dict, reason: str | None = None) 
         termination_reason=reason or info.get("termination_reason", ""),
         user=info.get("user", {}),
         seed=state.seed,
+        facets=info.get("facets", {}),
     )
 
 

@@ -30,6 +30,10 @@ step but the last, where it is the benchmark's own evaluator score.
 * ``invalid_actions`` -- malformed tool calls and over-long messages rejected by the env.
 * ``user`` -- the user simulator's identity: ``model``, ``prompt_hash``, ``temperature``.
 
+and, where a benchmark slices its results further than by category, ``facets``: facet
+name -> the task's values (AppWorld: ``{"app": [apps it needs], "scenario": [its
+scenario]}``); reports break success down by them.
+
 and on the final step (:data:`FINAL_INFO_KEYS`): ``termination_reason`` and
 ``reward_components`` (the evaluator's parts, e.g. ``{"db": 1.0, "communicate": 0.0}``),
 plus whatever diagnostics the benchmark's evaluator reports.

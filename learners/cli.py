@@ -14,6 +14,7 @@ import json
 import sys
 from collections import defaultdict
 from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import asdict
 from pathlib import Path
 
@@ -239,9 +240,11 @@ def train_one(c: dict, run_dir: Path) -> None:
     from agents.model import ModelConfig, load_model
     from envs.core import build_config
     from learners.registry import get_learner
+    from learners.tracking import TrackingConfig, make_trackers
     from learners.train import RunParts, TrainConfig, Trainer
 
     train_cfg = build_config(TrainConfig, c["train"], "train")
+    tracking_cfg = build_config(TrackingConfig, c["tracking"], "tracking")
     name = c["learner"]["name"]
     learner_options = {k: v for k, v in c["learner"].items() if k != "name"}
     entry = get_learner(name)
@@ -281,16 +284,27 @@ def train_one(c: dict, run_dir: Path) -> None:
         "config": c,
     }
     (run_dir / "run.json").write_text(json.dumps(record, indent=1))
-    with tqdm(total=train_cfg.steps, initial=trainer.start_step - 1, desc=name) as bar:
+    with ExitStack() as closing:
+        trackers = make_trackers(tracking_cfg, run_dir, record)
+        for tracker in trackers:  # closed even when the run fails, flushing what it logged
+            closing.callback(tracker.close)
+        bar = closing.enter_context(
+            tqdm(total=train_cfg.steps, initial=trainer.start_step - 1, desc=name)
+        )
+
+        def track(step, metrics):
+            for tracker in trackers:
+                tracker.log(step, metrics)
 
         def on_step(step, metrics):
+            track(step, metrics)
             bar.set_postfix(
                 success=f"{metrics.get('rollout/success', 0):.2f}",
                 s=f"{metrics['time/step_s']:.0f}",
             )
             bar.update(1)
 
-        trainer.run(on_step)
+        trainer.run(on_step, on_eval=track)
     last = json.loads((run_dir / "eval.jsonl").read_text().splitlines()[-1])
     print(
         f"{name} seed {train_cfg.seed}: held-out pass@1 {last['eval/success']:.3f} "

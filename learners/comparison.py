@@ -1,6 +1,8 @@
 """The numbers of a learner comparison: held-out pass@1 over seeds (last and best
 evaluation), per-category success, paired differences against a baseline learner, pass@k
-and pass^k, the zero-tool audit, group health and credit diagnostics.
+and pass^k, which evaluator component failed, AppWorld's TGC/SGC by difficulty and app
+(for episodes with a ``scenario`` facet), the zero-tool audit, group health and credit
+diagnostics.
 
 :func:`compare` turns loaded runs (:mod:`learners.runs`) into a :class:`Comparison`;
 :mod:`learners.report` renders it.
@@ -14,6 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from envs.appworld.metrics import goal_completion
 from envs.categories import CATEGORIES
 from envs.core import ConfigError
 from learners.compare_stats import (
@@ -24,12 +27,14 @@ from learners.compare_stats import (
     spread,
     step_curve,
 )
-from learners.runs import ComparisonError, Run
+from learners.runs import ComparisonError, EvalEpisode, Run
 
 GROUP_HEALTH_KEYS = ("rollout/groups_mixed", "rollout/groups_all_fail", "rollout/groups_all_pass")
 ZERO_TOOL_KEYS = ("zero_tool_share", "tools_per_success")
 DIAGNOSTIC_PREFIXES = ("credit/", "time/")
 FLOOR_KEY = "eval/do_nothing_floor"
+SCENARIO_FACET = "scenario"
+ALL_TASKS = "all"
 
 
 @dataclass(frozen=True)
@@ -67,6 +72,18 @@ class PassKSpread:
 
 
 @dataclass(frozen=True)
+class GoalCompletionSpread:
+    """AppWorld's TGC and SGC (percent) on one slice of the held-out tasks, over seeds."""
+
+    slice: str
+    """``all``, a category (``difficulty_<d>``) or ``<facet>=<value>`` (``app=spotify``)."""
+    tasks: int
+    scenarios: int
+    tgc: Spread
+    sgc: Spread
+
+
+@dataclass(frozen=True)
 class LearnerResult:
     learner: str
     seeds: list[int]
@@ -86,6 +103,15 @@ class LearnerResult:
     episodes_per_task: int
     vs_baseline: PairedDifference | None
     """None for the baseline itself."""
+    failed_episodes: int
+    """Failed episodes in the last evaluations, all seeds together."""
+    failure_components: dict[str, float]
+    """Evaluator component -> its mean over those failed episodes: which part of the
+    benchmark's check a failure is due to (τ: ``db`` 0.25 -- the database was wrong in 3 of
+    4 failures; AppWorld: ``test_pass_fraction``, the tests a failure still passed)."""
+    goal_completion: list[GoalCompletionSpread]
+    """TGC/SGC overall, by category and by facet value; empty unless every episode
+    carries a ``scenario`` facet (AppWorld)."""
     zero_tool: dict[str, float | None]
     """Zero-tool audit: ``rollout/<key>`` at the first and last logged step, ``eval/<key>``
     at the last evaluation (means over seeds); None where never logged."""
@@ -144,6 +170,11 @@ def categories_of(records: Iterable[Mapping[str, float]], prefix: str) -> list[s
         for key in record
         if key.startswith(f"{prefix}/") and key.endswith("/success") and key.count("/") == 2
     }
+    return _in_paper_order(found)
+
+
+def _in_paper_order(categories: Iterable[str]) -> list[str]:
+    found = set(categories)
     return [c for c in CATEGORIES if c in found] + sorted(found - set(CATEGORIES))
 
 
@@ -167,6 +198,7 @@ def _learner_result(
     per_task = min(len(s) for by_task in successes for s in by_task.values())
     ks = [k for k in config.pass_ks if k <= per_task]
     tables = [pass_k_table(by_task, ks) for by_task in successes] if ks else []
+    failed = [e for run in runs for e in run.final_episodes if e.reward < config.success_threshold]
     return LearnerResult(
         learner=learner,
         seeds=[r.seed for r in runs],
@@ -192,6 +224,9 @@ def _learner_result(
         ],
         episodes_per_task=per_task,
         vs_baseline=vs,
+        failed_episodes=len(failed),
+        failure_components=_failure_components(failed),
+        goal_completion=_goal_completion(runs, config.success_threshold),
         zero_tool=_zero_tool(runs),
         group_health={
             key: float(np.mean(curve.mean))
@@ -207,6 +242,60 @@ def _task_successes(run: Run, threshold: float) -> dict[str, list[bool]]:
     for e in run.final_episodes:
         by_task[e.task_id].append(e.reward >= threshold)
     return by_task
+
+
+def _failure_components(failed: list[EvalEpisode]) -> dict[str, float]:
+    names = sorted({name for e in failed for name in e.reward_components})
+    means = {}
+    for name in names:
+        values = [e.reward_components[name] for e in failed if name in e.reward_components]
+        means[name] = sum(values) / len(values)
+    return means
+
+
+def _goal_completion(runs: list[Run], threshold: float) -> list[GoalCompletionSpread]:
+    """TGC/SGC per slice and seed, then spread over seeds. A task's outcome is its first
+    episode's (greedy pass@1 evaluates one per task)."""
+    episodes = [e for run in runs for e in run.final_episodes]
+    if not episodes or not all(e.facets.get(SCENARIO_FACET) for e in episodes):
+        return []
+    scenario_of = {e.task_id: e.facets[SCENARIO_FACET][0] for e in episodes}
+    categories: dict[str, set[str]] = defaultdict(set)
+    facet_values: dict[str, set[str]] = defaultdict(set)
+    for e in episodes:
+        categories[e.category].add(e.task_id)
+        for facet, values in e.facets.items():
+            for value in values if facet != SCENARIO_FACET else ():
+                facet_values[f"{facet}={value}"].add(e.task_id)
+    slices = {
+        ALL_TASKS: set(scenario_of),
+        **{c: categories[c] for c in _in_paper_order(categories)},
+        **dict(sorted(facet_values.items())),
+    }
+    outcomes = []
+    for run in runs:
+        first: dict[str, bool] = {}
+        for e in run.final_episodes:
+            first.setdefault(e.task_id, e.reward >= threshold)
+        outcomes.append(first)
+    rows = []
+    for name, tasks in slices.items():
+        per_seed = [
+            goal_completion(
+                {t: o[t] for t in tasks if t in o}, sorted(tasks & set(o)), scenario_of.__getitem__
+            )
+            for o in outcomes
+        ]
+        rows.append(
+            GoalCompletionSpread(
+                slice=name,
+                tasks=max(g.num_tasks for g in per_seed),
+                scenarios=max(g.num_scenarios for g in per_seed),
+                tgc=spread([g.tgc for g in per_seed]),
+                sgc=spread([g.sgc for g in per_seed]),
+            )
+        )
+    return rows
 
 
 def _zero_tool(runs: list[Run]) -> dict[str, float | None]:

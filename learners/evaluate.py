@@ -59,6 +59,7 @@ def write_eval(
                     "reward": e.reward,
                     "tool_calls": e.tool_calls,
                     "reward_components": e.reward_components,
+                    "facets": e.facets,
                 }
                 f.write(json.dumps(record) + "\n")
     return metrics

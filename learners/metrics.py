@@ -1,5 +1,6 @@
-"""Episode-level diagnostics, keyed ``<prefix>/...``: success by category, tool use, the
-paper's zero-tool audit, group health. Shared by training steps and held-out evaluation."""
+"""Episode-level diagnostics, keyed ``<prefix>/...``: success by category, the evaluator's
+reward components, tool use, the paper's zero-tool audit, group health. Shared by training
+steps and held-out evaluation."""
 
 from __future__ import annotations
 
@@ -21,6 +22,10 @@ def episode_metrics(groups: list[EpisodeGroup], prefix: str) -> dict[str, float]
     for category, wins in sorted(by_category.items()):
         m[f"{prefix}/{category}/success"] = sum(wins) / len(wins)
         m[f"{prefix}/{category}/episodes"] = len(wins)
+    # mean of each evaluator component (tau: db, communicate): which check episodes miss
+    for name in sorted({name for e in episodes for name in e.reward_components}):
+        values = [e.reward_components[name] for e in episodes if name in e.reward_components]
+        m[f"{prefix}/reward/{name}"] = sum(values) / len(values)
     turns = [t for e in episodes for t in e.assistant_turns()]
     m[f"{prefix}/tool_call_rate"] = sum(bool(t.tool_calls) for t in turns) / max(len(turns), 1)
     m[f"{prefix}/malformed_rate"] = sum(OPEN in t.text and not t.tool_calls for t in turns) / max(

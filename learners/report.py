@@ -89,6 +89,15 @@ def _draw_figures(
         by_learner[run.learner].append(run)
     categories = categories_of((m for r in runs for m in r.metrics), "rollout")
     floors = [r.floor.mean for r in comparison.learners if r.floor]
+    components = sorted(
+        {
+            k.split("/")[2]
+            for r in runs
+            for m in r.metrics
+            for k in m
+            if k.startswith("rollout/reward/")
+        }
+    )
     figures = {
         "training_success": [Panel("rollout success: all", "rollout/success")]
         + [Panel(f"rollout success: {c}", f"rollout/{c}/success") for c in categories],
@@ -99,6 +108,9 @@ def _draw_figures(
                 source="evals",
                 floor=float(np.mean(floors)) if floors else None,
             )
+        ],
+        "reward_components": [
+            Panel(f"rollout component: {name}", f"rollout/reward/{name}") for name in components
         ],
         "zero_tool_audit": [
             Panel("info-only successes with no tool call", "rollout/zero_tool_share"),
@@ -160,6 +172,7 @@ def render_markdown(
         "best evaluation on the held-out split itself: optimistic, for reading curves only.",
         "",
         *_figure(figures, "heldout_pass1", "Held-out pass@1 over training steps"),
+        *_goal_completion_section(results),
         f"## Paired differences vs {c.baseline}",
         "",
         *_paired_table(c),
@@ -168,9 +181,20 @@ def render_markdown(
         "",
         *_pass_k_table(c),
         "",
+        "## Why held-out episodes failed",
+        "",
+        "Each part of the benchmark's own check, averaged over a learner's failed held-out "
+        "episodes (all seeds): 1 means that part passed in every failure, 0 that it failed "
+        "in all. On τ, `db` is the final database state and `communicate` the information "
+        "the user had to be told; on AppWorld, `test_pass_fraction` is the share of the "
+        "task's tests a failed episode still passed.",
+        "",
+        *_failure_table(results),
+        "",
         "## Training curves: rollout success by category",
         "",
         *_figure(figures, "training_success", "Rollout success by category"),
+        *_figure(figures, "reward_components", "Evaluator components per training step"),
         "## Zero-tool audit",
         "",
         "Share of information-only successes that call no tool, and tool calls per success "
@@ -298,6 +322,46 @@ def _pass_k_table(c: Comparison) -> list[str]:
     return rows
 
 
+def _goal_completion_section(results: list[LearnerResult]) -> list[str]:
+    with_scenarios = [r for r in results if r.goal_completion]
+    if not with_scenarios:
+        return []
+    slices = list(dict.fromkeys(g.slice for r in with_scenarios for g in r.goal_completion))
+    head = ["slice", "tasks", "scenarios"]
+    head += [f"{r.learner} {metric}" for r in with_scenarios for metric in ("TGC", "SGC")]
+    rows = [_row(head), _row(["---"] * len(head))]
+    for name in slices:
+        found = {
+            r.learner: {g.slice: g for g in r.goal_completion}.get(name) for r in with_scenarios
+        }
+        sized = next(g for g in found.values() if g)
+        cells = [f"`{name}`", str(sized.tasks), str(sized.scenarios)]
+        for r in with_scenarios:
+            g = found[r.learner]
+            cells += [_spread(g.tgc if g else None, 1), _spread(g.sgc if g else None, 1)]
+        rows.append(_row(cells))
+    return [
+        "## Task and scenario goal completion (AppWorld)",
+        "",
+        "TGC: percent of tasks whose every test passes; SGC: percent of scenarios all of whose "
+        "tasks do (a slice counts a scenario's tasks in that slice, as AppWorld's own report "
+        "does). Overall, by difficulty and by the apps a task needs; mean ± sd over seeds.",
+        "",
+        *rows,
+        "",
+    ]
+
+
+def _failure_table(results: list[LearnerResult]) -> list[str]:
+    names = sorted({n for r in results for n in r.failure_components})
+    head = ["learner", "failed episodes", *(f"`{n}`" for n in names)]
+    rows = [_row(head), _row(["---"] * len(head))]
+    for r in results:
+        shares = [_num(r.failure_components.get(n)) for n in names]
+        rows.append(_row([r.learner, str(r.failed_episodes), *shares]))
+    return rows
+
+
 def _zero_tool_table(results: list[LearnerResult]) -> list[str]:
     head = [
         "learner",
@@ -360,9 +424,9 @@ def _num(x: float | None) -> str:
     return MISSING if x is None else f"{x:.3f}"
 
 
-def _spread(s: Spread | None) -> str:
+def _spread(s: Spread | None, digits: int = 3) -> str:
     if s is None:
         return MISSING
     if s.min == s.max:  # one seed, or all seeds agree
-        return f"{s.mean:.3f}"
-    return f"{s.mean:.3f} ± {s.std:.3f} [{s.min:.3f}, {s.max:.3f}]"
+        return f"{s.mean:.{digits}f}"
+    return f"{s.mean:.{digits}f} ± {s.std:.{digits}f} [{s.min:.{digits}f}, {s.max:.{digits}f}]"

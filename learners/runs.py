@@ -5,7 +5,8 @@
 * ``eval.jsonl`` -- one object per held-out evaluation: ``"step"``, ``"eval/success"``,
   ``"eval/<category>/success"``, ``"eval/do_nothing_floor"``, ...
 * ``eval_episodes/step_<k>.jsonl`` -- one object per evaluated episode: ``task_id``,
-  ``category``, ``reward``, ``tool_calls``, ``reward_components``.
+  ``category``, ``reward``, ``tool_calls``, ``reward_components``, ``facets`` (optional:
+  facet name -> values, e.g. AppWorld's ``app`` and ``scenario``).
 * ``weights/step_<k>.npy`` (optional) -- the credit weights of that step's response tokens.
 
 A comparison directory holds several run directories (at any depth): the same env, one run
@@ -40,6 +41,7 @@ class EvalEpisode:
     reward: float
     tool_calls: tuple[str, ...] = ()
     reward_components: dict[str, float] = field(default_factory=dict)
+    facets: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -99,6 +101,7 @@ def load_run(path: Path) -> Run:
                 reward=float(e["reward"]),
                 tool_calls=tuple(e.get("tool_calls", ())),
                 reward_components=dict(e.get("reward_components", {})),
+                facets={k: tuple(v) for k, v in e.get("facets", {}).items()},
             )
             for e in episodes
         ],

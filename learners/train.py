@@ -185,7 +185,11 @@ class Trainer:
         )
 
     # -- the loop --------------------------------------------------------------------
-    def run(self, on_step: Callable[[int, dict[str, float]], None] | None = None) -> None:
+    def run(
+        self,
+        on_step: Callable[[int, dict[str, float]], None] | None = None,
+        on_eval: Callable[[int, dict[str, float]], None] | None = None,
+    ) -> None:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.floor = do_nothing_floor(self.parts.eval_env, self._eval_task_ids())
         for step in range(self.start_step, self.config.steps + 1):
@@ -193,7 +197,9 @@ class Trainer:
             _append(self.run_dir / "metrics.jsonl", metrics)
             last = step == self.config.steps
             if last or (self.config.eval_every and step % self.config.eval_every == 0):
-                self.evaluate(step)
+                evaluation = self.evaluate(step)
+                if on_eval:
+                    on_eval(step, evaluation)
             if last or step % self.config.checkpoint_every == 0:
                 self._checkpoint(step)
             if on_step:

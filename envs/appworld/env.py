@@ -27,10 +27,12 @@ ends by calling ``apis.supervisor.complete_task(answer=...)``. It has no simulat
   ``passed_tests``/``failed_tests`` (requirement texts) and ``env_failure`` (None, or why
   the server failed: such an episode says nothing about the policy -- drop it, do not
   train on its 0.0). Every step's ``info`` carries ``difficulty`` (1-3, also the
-  category ``difficulty_<d>``) and ``apps`` (the apps the task needs).
+  category ``difficulty_<d>``) and the facets ``app`` (the apps the task needs) and
+  ``scenario``, by which reports give TGC/SGC.
 
-Each env leases its own AppWorld server process from a per-process pool
-(:mod:`envs.appworld.pool`), so concurrent episodes never share a world. Agent code runs
+Each episode leases its own AppWorld server process from a per-process pool
+(:mod:`envs.appworld.pool`) at reset and gives it back once scored, so concurrent episodes
+never share a world and an env between episodes holds none. Agent code runs
 inside AppWorld's safety guard, tightened (``blocked_modules``/``blocked_calls``), with a
 per-cell time limit, under resource limits, in a throw-away directory, with no secrets in
 its environment, confined by Linux Landlock to writing inside that directory
@@ -234,6 +236,7 @@ class AppWorldEnv(ToolUseEnv):
         self.pool: ServerPool = shared_pool(self.config.pool_settings(self.data.root))
         self._server: AppWorldServer | None = None
         self._lease: weakref.finalize | None = None
+        self._final_state_hash: str | None = None
         self._task: AppWorldTask | None = None
 
     # -- benchmark hooks -------------------------------------------------------------
@@ -257,9 +260,12 @@ class AppWorldEnv(ToolUseEnv):
 
     def state_hash(self) -> str:
         """Hash of the world's DB changes since the task's start state, as AppWorld saves
-        them after every cell (``experiments/outputs/<exp>/tasks/<id>/dbs``)."""
+        them after every cell (``experiments/outputs/<exp>/tasks/<id>/dbs``); once the
+        episode has ended, that of its final state."""
+        if self._final_state_hash is not None:
+            return self._final_state_hash
         if self._server is None or self._task is None:
-            raise RuntimeError("call reset() before state_hash()")
+            raise RuntimeError("no world to hash: call reset() (or the server failed)")
         dbs = (
             self._server.workdir
             / "root/experiments/outputs"
@@ -298,6 +304,7 @@ class AppWorldEnv(ToolUseEnv):
         self._rejected: list[dict[str, Any]] = []
         self._evaluation: dict[str, Any] | None = None
         self._env_failure: str | None = None
+        self._final_state_hash = None
         self._initialize(task)
         self._done = False
         system = SYSTEM_PROMPT.format(
@@ -343,10 +350,7 @@ class AppWorldEnv(ToolUseEnv):
         return {"messages": messages, "tools": []}, 0.0, False, False, self._info()
 
     def close(self) -> None:
-        if self._lease is not None:
-            self._lease()  # returns the server to the pool, once
-        self._lease = None
-        self._server = None
+        self._release_server()
         self._done = True
 
     # -- internals -------------------------------------------------------------------
@@ -425,6 +429,14 @@ class AppWorldEnv(ToolUseEnv):
         self._lease = weakref.finalize(self, self.pool.release, self._server)
         return self._server
 
+    def _release_server(self) -> None:
+        """Give the server back once the episode is scored: a server is leased per
+        episode, not per env, so idle envs (a training pool beside an evaluation pool)
+        never hold one."""
+        if self._lease is not None:
+            self._lease()  # returns the server to the pool, once
+        self._server, self._lease = None, None
+
     def _discard_server(self) -> None:
         if self._server is not None:
             self._server.stop()
@@ -454,6 +466,9 @@ class AppWorldEnv(ToolUseEnv):
                 reason, truncated = "env_failure", True
                 final["termination_reason"] = reason
         final.update(self._scores())
+        if self._server is not None:  # kept: the server goes back to the pool now
+            self._final_state_hash = self.state_hash()
+        self._release_server()
         info = {**self._info(), **final}
         reward = 1.0 if final["success"] else 0.0
         obs = {"messages": messages, "tools": []}
@@ -478,10 +493,8 @@ class AppWorldEnv(ToolUseEnv):
             "num_tests": evaluation["num_tests"],
             "passed_tests": passed,
             "failed_tests": [f["requirement"] for f in evaluation["failures"]],
-            "reward_components": {
-                "success": float(evaluation["success"]),
-                "test_pass_fraction": fraction,
-            },
+            # the reward is success itself; the part a failure still got right is the tests
+            "reward_components": {"test_pass_fraction": fraction},
         }
 
     def _message(self, text: str, call_id: str) -> dict[str, str]:
@@ -496,7 +509,7 @@ class AppWorldEnv(ToolUseEnv):
             "task_id": self._task.task_id,
             "category": self._task.category,
             "difficulty": self._task.difficulty,
-            "apps": list(self._task.apps),
+            "facets": {"app": list(self._task.apps), "scenario": [self._task.scenario]},
             "turns": c.turns,
             "steps": c.steps,
             "tool_calls": c.tool_calls,

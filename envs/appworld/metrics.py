@@ -11,7 +11,7 @@ per-task input; training-time evaluation and reports call :func:`goal_completion
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 from envs.appworld.tasks import scenario_of
@@ -30,11 +30,18 @@ class GoalCompletion:
     num_scenarios: int
 
 
-def goal_completion(successes: Mapping[str, bool], split_ids: Iterable[str]) -> GoalCompletion:
-    """TGC and SGC of one split from per-task outcomes.
+def goal_completion(
+    successes: Mapping[str, bool],
+    split_ids: Iterable[str],
+    scenario: Callable[[str], str] = scenario_of,
+) -> GoalCompletion:
+    """TGC and SGC of one split (or any slice of it) from per-task outcomes.
 
     ``split_ids`` are the split's task ids; every one needs an outcome (a task that was not
     run is a harness bug, not a failure to hide), and no other task may have one.
+    ``scenario`` maps a task id to its scenario (reports pass the episodes' ``scenario``
+    facet). On a slice (AppWorld reports by difficulty), SGC counts a scenario's tasks in
+    the slice only, as AppWorld's own report does.
     """
     split_ids = list(split_ids)
     missing = sorted(set(split_ids) - set(successes))
@@ -46,7 +53,7 @@ def goal_completion(successes: Mapping[str, bool], split_ids: Iterable[str]) -> 
         )
     by_scenario: dict[str, list[bool]] = defaultdict(list)
     for task_id in split_ids:
-        by_scenario[scenario_of(task_id)].append(bool(successes[task_id]))
+        by_scenario[scenario(task_id)].append(bool(successes[task_id]))
     return GoalCompletion(
         tgc=_percent([successes[t] for t in split_ids]),
         sgc=_percent([all(outcomes) for outcomes in by_scenario.values()]),

@@ -39,9 +39,11 @@ def write_run(
     weights: dict[int, np.ndarray] | None = None,
     env: str = "tau3_airline",
     samples: dict[str, list[float]] | None = None,
+    episodes: list[dict] | None = None,
 ) -> Path:
     """A run whose evaluation at step k passes the first ``passed_by_step[k]`` tasks; or,
-    with ``samples``, several episodes per task with the given rewards (last step only)."""
+    with ``samples``, several episodes per task with the given rewards; or, with
+    ``episodes``, exactly those episode records at every evaluation."""
     run = root / f"{learner}_s{seed}"
     (run / "eval_episodes").mkdir(parents=True)
     (run / "run.json").write_text(
@@ -52,7 +54,7 @@ def write_run(
     evals = []
     for step, passed in passed_by_step.items():
         rewards = samples or {t: [float(i < passed)] for i, t in enumerate(TASKS)}
-        episodes = [
+        records = episodes or [
             {
                 "task_id": t,
                 "category": CATEGORY[t],
@@ -64,16 +66,16 @@ def write_run(
             for r in rs
         ]
         (run / "eval_episodes" / f"step_{step}.jsonl").write_text(
-            "".join(json.dumps(e) + "\n" for e in episodes)
+            "".join(json.dumps(e) + "\n" for e in records)
         )
         record = {
             "step": step,
-            "eval/success": np.mean([e["reward"] for e in episodes]),
+            "eval/success": np.mean([e["reward"] for e in records]),
             "eval/do_nothing_floor": FLOOR,
             "eval/tool_call_rate": 0.5,
         }
-        for c in sorted({e["category"] for e in episodes}):
-            wins = [e["reward"] for e in episodes if e["category"] == c]
+        for c in sorted({e["category"] for e in records}):
+            wins = [e["reward"] for e in records if e["category"] == c]
             record[f"eval/{c}/success"] = float(np.mean(wins))
             record[f"eval/{c}/episodes"] = len(wins)
         evals.append(record)
@@ -299,6 +301,94 @@ def test_an_eval_only_run_without_training_steps_renders(tmp_path):
     assert "| sft_base | 1 | 0.400 | 0.350 |" in path.read_text()
     assert not (path.parent / "training_success.png").exists()
     assert "No run wrote credit weights" in path.read_text()
+
+
+def test_failures_are_attributed_to_evaluator_components(tmp_path):
+    def episode(task, db, communicate):
+        components = {"db": db, "communicate": communicate}
+        reward = db * communicate
+        return {"task_id": task, "category": "state_changing", "reward": reward} | {
+            "reward_components": components
+        }
+
+    # seed 0 fails t1 on the DB and t2 on both; seed 1 fails t2 on communicate only
+    write_run(
+        tmp_path,
+        "grpo",
+        0,
+        {2: 0},
+        episodes=[episode("t0", 1, 1), episode("t1", 0, 1), episode("t2", 0, 0)],
+    )
+    write_run(
+        tmp_path,
+        "grpo",
+        1,
+        {2: 0},
+        episodes=[episode("t0", 1, 1), episode("t1", 1, 1), episode("t2", 1, 0)],
+    )
+    path = write_report(tmp_path)
+    (grpo,) = json.loads((path.parent / "results.json").read_text())["learners"]
+    assert grpo["failed_episodes"] == 3
+    assert grpo["failure_components"] == pytest.approx({"db": 1 / 3, "communicate": 1 / 3})
+    assert "| grpo | 3 | 0.333 | 0.333 |" in path.read_text()
+    assert grpo["goal_completion"] == []  # tau episodes have no scenario facet
+    assert "goal completion (AppWorld)" not in path.read_text()
+
+
+# AppWorld-like episodes: scenario a (difficulty 1, spotify), b (difficulty 2, spotify and
+# venmo), c (difficulty 2, venmo).
+APPWORLD_TASKS = {
+    "a_1": ("difficulty_1", ["spotify"]),
+    "a_2": ("difficulty_1", ["spotify"]),
+    "a_3": ("difficulty_1", ["spotify"]),
+    "b_1": ("difficulty_2", ["spotify", "venmo"]),
+    "b_2": ("difficulty_2", ["spotify", "venmo"]),
+    "c_1": ("difficulty_2", ["venmo"]),
+}
+
+
+def appworld_episodes(failed: set[str]) -> list[dict]:
+    return [
+        {
+            "task_id": task,
+            "category": category,
+            "reward": float(task not in failed),
+            "facets": {"app": apps, "scenario": [task.split("_")[0]]},
+        }
+        for task, (category, apps) in APPWORLD_TASKS.items()
+    ]
+
+
+def test_appworld_goal_completion_by_difficulty_and_app(tmp_path):
+    write_run(
+        tmp_path, "sgcd", 0, {4: 0}, env="appworld", episodes=appworld_episodes({"b_2", "c_1"})
+    )
+    write_run(tmp_path, "sgcd", 1, {4: 0}, env="appworld", episodes=appworld_episodes({"a_3"}))
+    path = write_report(tmp_path)
+    (sgcd,) = json.loads((path.parent / "results.json").read_text())["learners"]
+    table = {
+        g["slice"]: (
+            g["tasks"],
+            g["scenarios"],
+            g["tgc"]["min"],
+            g["tgc"]["max"],
+            g["sgc"]["min"],
+            g["sgc"]["max"],
+        )
+        for g in sgcd["goal_completion"]
+    }
+    # per seed (seed 0, seed 1): TGC = tasks passed, SGC = scenarios fully passed, percent
+    assert table == {
+        "all": (6, 3, 66.7, 83.3, 33.3, 66.7),  # 4/6, 5/6; {a}, {b, c}
+        "difficulty_1": (3, 1, 66.7, 100.0, 0.0, 100.0),
+        "difficulty_2": (3, 2, 33.3, 100.0, 0.0, 100.0),
+        "app=spotify": (5, 2, 80.0, 80.0, 50.0, 50.0),  # 4/5 both seeds; {a} then {b}
+        "app=venmo": (3, 2, 33.3, 100.0, 0.0, 100.0),
+    }
+    text = path.read_text()
+    assert "## Task and scenario goal completion (AppWorld)" in text
+    assert "| `all` | 6 | 3 | 75.0 ± 11.7 [66.7, 83.3] | 50.0 ± 23.6 [33.3, 66.7] |" in text
+    assert "| `app=spotify` | 5 | 2 | 80.0 | 50.0 |" in text
 
 
 # -- bad input: one line that names what is missing --------------------------------------
