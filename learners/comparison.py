@@ -30,6 +30,7 @@ from learners.compare_stats import (
 from learners.runs import ComparisonError, EvalEpisode, Run
 
 GROUP_HEALTH_KEYS = ("rollout/groups_mixed", "rollout/groups_all_fail", "rollout/groups_all_pass")
+DRAWN_KEY, KEPT_KEY = "rollout/groups_drawn", "rollout/kept_groups"
 ZERO_TOOL_KEYS = ("zero_tool_share", "tools_per_success")
 DIAGNOSTIC_PREFIXES = ("credit/", "time/")
 FLOOR_KEY = "eval/do_nothing_floor"
@@ -117,6 +118,9 @@ class LearnerResult:
     at the last evaluation (means over seeds); None where never logged."""
     group_health: dict[str, float]
     """Mean over training steps of each group-health share."""
+    drawn_per_kept_group: float | None
+    """Dynamic sampling's cost: sibling groups rolled out per group trained on, over all
+    steps and seeds (1.0: every group drawn was mixed); None where never logged."""
     diagnostics: dict[str, float]
     """Mean per training step of every ``credit/*`` and ``time/*`` scalar."""
 
@@ -233,6 +237,7 @@ def _learner_result(
             for key in GROUP_HEALTH_KEYS
             if (curve := step_curve([r.metrics for r in runs], key))
         },
+        drawn_per_kept_group=_drawn_per_kept_group(runs),
         diagnostics=_diagnostics(runs),
     )
 
@@ -296,6 +301,12 @@ def _goal_completion(runs: list[Run], threshold: float) -> list[GoalCompletionSp
             )
         )
     return rows
+
+
+def _drawn_per_kept_group(runs: list[Run]) -> float | None:
+    steps = [m for r in runs for m in r.metrics if DRAWN_KEY in m and KEPT_KEY in m]
+    kept = sum(m[KEPT_KEY] for m in steps)
+    return sum(m[DRAWN_KEY] for m in steps) / kept if kept else None
 
 
 def _zero_tool(runs: list[Run]) -> dict[str, float | None]:

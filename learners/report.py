@@ -207,7 +207,8 @@ def render_markdown(
         "## Group health",
         "",
         "Share of sibling groups per step that are mixed (some pass, some fail: the only "
-        "groups with a learning signal), all-fail and all-pass; mean over training steps.",
+        "groups with a learning signal), all-fail and all-pass, mean over training steps; "
+        "and what dynamic sampling paid: groups rolled out per group trained on.",
         "",
         *_group_health_table(results),
         "",
@@ -391,9 +392,11 @@ def _zero_tool_table(results: list[LearnerResult]) -> list[str]:
 
 def _group_health_table(results: list[LearnerResult]) -> list[str]:
     names = [key.split("/")[1] for key in GROUP_HEALTH_KEYS]
-    rows = [_row(["learner", *names]), _row(["---"] * (len(names) + 1))]
+    head = ["learner", *names, "groups drawn per kept group"]
+    rows = [_row(head), _row(["---"] * len(head))]
     for r in results:
-        rows.append(_row([r.learner, *(_num(r.group_health.get(k)) for k in GROUP_HEALTH_KEYS)]))
+        shares = [_num(r.group_health.get(k)) for k in GROUP_HEALTH_KEYS]
+        rows.append(_row([r.learner, *shares, _num(r.drawn_per_kept_group)]))
     return rows
 
 

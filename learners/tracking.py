@@ -82,7 +82,7 @@ class TensorBoardTracker:
 
 class WandbTracker:
     def __init__(self, config: TrackingConfig, run_dir: Path, run_record: dict[str, Any]):
-        wandb = _require("wandb")
+        self.wandb = wandb = _require("wandb")
         # the id persists in the run directory so that a resumed run continues its W&B run
         id_file = run_dir / "wandb_run_id"
         if not id_file.is_file():
@@ -104,6 +104,9 @@ class WandbTracker:
 
     def close(self) -> None:
         self.run.finish()
+        # finish() returns before W&B's service has written the log's last block; stopping
+        # the service flushes it, so the run directory is complete when training returns
+        self.wandb.teardown()
 
 
 def make_trackers(

@@ -210,7 +210,13 @@ class Trainer:
         groups, drawn, draws = self._sample(step)
         check_response_mask(groups)
         metrics: dict[str, float] = {"step": step, **episode_metrics(drawn, "rollout")}
-        metrics.update({"rollout/draws": draws, "rollout/kept_groups": len(groups)})
+        metrics.update(
+            {
+                "rollout/draws": draws,
+                "rollout/groups_drawn": len(drawn),
+                "rollout/kept_groups": len(groups),
+            }
+        )
         metrics["time/rollout_s"] = time.perf_counter() - started
         if not groups:
             metrics["time/step_s"] = time.perf_counter() - started

@@ -82,6 +82,9 @@ class AppWorldEnvConfig:
 
     split: str = "train"
     """Task split the env draws from when ``reset`` gets no ``task_id``."""
+    test_splits: tuple[str, ...] = ("test_normal", "test_challenge")
+    """Splits held out for evaluation: evaluation commands default to the first; SFT and
+    training refuse all of them."""
     data_root: str = ""
     """AppWorld root holding ``data/``; empty: the ``APPWORLD_ROOT`` environment variable."""
     appworld_python: str = ".venv-appworld/bin/python"
@@ -130,7 +133,7 @@ class AppWorldEnvConfig:
     """Where servers' throw-away directories go; empty: the system temp directory."""
 
     def __post_init__(self) -> None:
-        for name in ("blocked_modules", "blocked_calls"):
+        for name in ("test_splits", "blocked_modules", "blocked_calls"):
             object.__setattr__(self, name, tuple(getattr(self, name)))
         positive = (
             "max_steps",

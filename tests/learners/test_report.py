@@ -104,6 +104,8 @@ def training_metrics(zero_tool: tuple[float, float], tools: tuple[float, float],
                 "rollout/groups_mixed": 0.5,
                 "rollout/groups_all_fail": 0.25,
                 "rollout/groups_all_pass": 0.25,
+                "rollout/groups_drawn": 4 if step % 2 else 2,  # a second draw on odd steps
+                "rollout/kept_groups": 2,
                 "time/step_s": 10.0,
                 **(extra or {}),
             }
@@ -280,6 +282,9 @@ def test_zero_tool_audit_group_health_and_diagnostics(comparison):
         "rollout/groups_all_fail": 0.25,
         "rollout/groups_all_pass": 0.25,
     }
+    # 5 steps x 4 + 5 steps x 2 groups drawn for 10 x 2 kept, on each seed
+    assert learner(results, "grpo")["drawn_per_kept_group"] == 1.5
+    assert "| grpo | 0.500 | 0.250 | 0.250 | 1.500 |" in path.read_text()
     assert learner(results, "sgcd")["diagnostics"]["credit/weight_mean"] == pytest.approx(1.1)
     assert "credit/weight_mean" not in learner(results, "grpo")["diagnostics"]
 

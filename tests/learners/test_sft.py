@@ -4,12 +4,13 @@ import pytest
 
 from agents.chat import make_chat_backend
 from agents.env_pool import EnvSpec, LocalEnvPool
-from agents.trajectories import check_split, gold_replay_records, teacher_records
-from envs.core import ConfigError
+from agents.trajectories import gold_replay_records, teacher_records
+from envs.core import ConfigError, check_not_held_out
 from learners.sft import SFTConfig, nll, train_sft
 
 SPEC = EnvSpec({"name": "airline_mini", "split": "train"})
 TRAIN_TASKS = ["0", "1", "5", "6", "9", "10"]  # every category
+APPWORLD_TEST = ("test_normal", "test_challenge")
 
 
 @pytest.fixture(scope="module")
@@ -30,10 +31,14 @@ def test_gold_records_are_successful_train_episodes_only(gold):
     assert not test_ids & {g.task_id for g in groups}
 
 
-def test_the_held_out_split_is_refused():
-    with pytest.raises(ConfigError, match="held-out"):
-        check_split("test")
-    check_split("train")
+@pytest.mark.parametrize(
+    "split, test_splits",
+    [("test", ("test",)), ("base", ("test", "base")), ("test_challenge", APPWORLD_TEST)],
+)
+def test_held_out_splits_are_refused(split, test_splits):
+    with pytest.raises(ConfigError, match=f"held-out '{split}' split"):
+        check_not_held_out(split, test_splits, "SFT data")
+    check_not_held_out("train", test_splits, "SFT data")
 
 
 def test_teacher_records_keep_only_successes(tiny_chat):

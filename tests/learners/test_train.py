@@ -7,6 +7,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
+from envs.core import ConfigError
 from learners.cli import CONFIG_DIR, train_one
 
 FAST = [
@@ -42,6 +43,7 @@ def test_two_steps_then_resume(learner, tmp_path):
     metrics = lines(tmp_path / "metrics.jsonl")
     assert [m["step"] for m in metrics] == [1, 2]
     assert all("train/grad_norm" in m and "rollout/success" in m for m in metrics)
+    assert all(m["rollout/groups_drawn"] >= m["rollout/kept_groups"] for m in metrics)
     assert (tmp_path / "checkpoint" / "model.safetensors").is_file()
     (evaluation,) = lines(tmp_path / "eval.jsonl")
     assert evaluation["step"] == 2 and "eval/do_nothing_floor" in evaluation
@@ -51,3 +53,21 @@ def test_two_steps_then_resume(learner, tmp_path):
     train_one(config(learner, "train.steps=3"), tmp_path)  # resumes at step 3
     assert [m["step"] for m in lines(tmp_path / "metrics.jsonl")] == [1, 2, 3]
     assert json.loads((tmp_path / "checkpoint" / "trainer_state.json").read_text())["step"] == 3
+
+
+@pytest.mark.parametrize("env, held_out", [("airline_mini", "test"), ("appworld", "test_normal")])
+def test_commands_evaluate_on_the_envs_held_out_split(env, held_out):
+    for command, key in (
+        ("evaluate", "env.split"),
+        ("train", "eval_split"),
+        ("tasks", "env.split"),
+    ):
+        with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
+            c = compose(command, overrides=[f"env={env}"])
+        assert OmegaConf.select(c, key) == held_out, command
+
+
+def test_training_on_a_held_out_split_is_refused(tmp_path):
+    with pytest.raises(ConfigError, match="training must not use the held-out 'test' split"):
+        train_one(config("grpo", "env.split=test"), tmp_path)
+    assert not any(tmp_path.iterdir())
