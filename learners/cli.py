@@ -105,10 +105,7 @@ def run_rollout(cfg: DictConfig) -> None:
     )
 
 
-def _print_eval(groups, floor: float, title: str) -> dict[str, float]:
-    from learners.metrics import episode_metrics
-
-    m = episode_metrics(groups, "eval")
+def _print_eval(groups, m: dict[str, float], title: str) -> None:
     print(f"{'task':>6}  {'category':<17} {'reward':>6}  tool calls")
     for g in groups:
         e = g.episodes[0]
@@ -117,12 +114,14 @@ def _print_eval(groups, floor: float, title: str) -> dict[str, float]:
     for c in cats:
         n = int(m[f"eval/{c}/episodes"])
         print(f"{c:<17} {m[f'eval/{c}/success'] * n:.0f}/{n}")
+    if "eval/tgc" in m:
+        print(f"AppWorld goal completion: TGC {m['eval/tgc']:.1f}, SGC {m['eval/sgc']:.1f}")
     print(
-        f"{title}: pass@1 {m['eval/success']:.3f} (do-nothing floor {floor:.3f}); "
+        f"{title}: pass@1 {m['eval/success']:.3f} "
+        f"(do-nothing floor {m['eval/do_nothing_floor']:.3f}); "
         f"messages with a parsed tool call {m['eval/tool_call_rate']:.1%}, "
         f"malformed {m['eval/malformed_rate']:.1%}"
     )
-    return {**m, "eval/do_nothing_floor": floor}
 
 
 def run_evaluate(cfg: DictConfig) -> None:
@@ -146,7 +145,6 @@ def run_evaluate(cfg: DictConfig) -> None:
     save_groups(groups, out / "eval_groups.jsonl")
     title = f"{cfg.env.name} {cfg.env.split} ({len(task_ids)} tasks)"
     floor = do_nothing_floor(env, task_ids)
-    _print_eval(groups, floor, title)
     # an evaluation-only run in the layout of a training run, so reports can include it
     (out / "run.json").write_text(
         json.dumps(
@@ -162,7 +160,7 @@ def run_evaluate(cfg: DictConfig) -> None:
     )
     (out / "metrics.jsonl").touch()
     (out / "eval.jsonl").unlink(missing_ok=True)
-    write_eval(out, 0, groups, floor)
+    _print_eval(groups, write_eval(out, 0, groups, floor), title)
     print(f"records and metrics in {out}")
 
 

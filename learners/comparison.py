@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from envs.appworld.metrics import goal_completion
+from envs.appworld.metrics import SCENARIO_FACET, goal_completion
 from envs.categories import CATEGORIES
 from envs.core import ConfigError
 from learners.compare_stats import (
@@ -34,7 +34,6 @@ DRAWN_KEY, KEPT_KEY = "rollout/groups_drawn", "rollout/kept_groups"
 ZERO_TOOL_KEYS = ("zero_tool_share", "tools_per_success")
 DIAGNOSTIC_PREFIXES = ("credit/", "time/")
 FLOOR_KEY = "eval/do_nothing_floor"
-SCENARIO_FACET = "scenario"
 ALL_TASKS = "all"
 
 
@@ -73,6 +72,17 @@ class PassKSpread:
 
 
 @dataclass(frozen=True)
+class TaskDifference:
+    """A held-out task on which a learner and the baseline differ: success rates over the
+    seeds (and episodes) both evaluated it on."""
+
+    task_id: str
+    category: str
+    baseline: float
+    learner: float
+
+
+@dataclass(frozen=True)
 class GoalCompletionSpread:
     """AppWorld's TGC and SGC (percent) on one slice of the held-out tasks, over seeds."""
 
@@ -104,6 +114,8 @@ class LearnerResult:
     episodes_per_task: int
     vs_baseline: PairedDifference | None
     """None for the baseline itself."""
+    task_differences: list[TaskDifference]
+    """Tasks gained and lost against the baseline, largest gain first (empty for it)."""
     failed_episodes: int
     """Failed episodes in the last evaluations, all seeds together."""
     failure_components: dict[str, float]
@@ -145,18 +157,21 @@ def compare(runs: Sequence[Run], config: ComparisonConfig) -> Comparison:
             f"baseline learner {baseline!r} has no run; learners: {sorted(by_learner)}"
         )
     base_rates = _success_rates(by_learner[baseline], config.success_threshold)
+    category_of = {e.task_id: e.category for r in runs for e in r.final_episodes}
     results = []
     for learner, learner_runs in sorted(by_learner.items()):
-        vs = None
+        vs, differences = None, []
         if learner != baseline:
+            rates = _success_rates(learner_runs, config.success_threshold)
             vs = paired_difference(
-                _success_rates(learner_runs, config.success_threshold),
+                rates,
                 base_rates,
                 resamples=config.bootstrap_resamples,
                 confidence=config.confidence,
                 seed=config.bootstrap_seed,
             )
-        results.append(_learner_result(learner, learner_runs, vs, config))
+            differences = _task_differences(rates, base_rates, category_of)
+        results.append(_learner_result(learner, learner_runs, vs, differences, config))
     return Comparison(
         env=runs[0].env,
         baseline=baseline,
@@ -191,8 +206,30 @@ def _success_rates(runs: Sequence[Run], threshold: float) -> dict[tuple[int, str
     }
 
 
+def _task_differences(
+    rates: Mapping[tuple[int, str], float],
+    base_rates: Mapping[tuple[int, str], float],
+    category_of: Mapping[str, str],
+) -> list[TaskDifference]:
+    by_task: dict[str, list[tuple[float, float]]] = defaultdict(list)
+    for key in set(rates) & set(base_rates):
+        by_task[key[1]].append((base_rates[key], rates[key]))
+    differences = [
+        TaskDifference(task, category_of[task], *np.mean(pairs, axis=0).tolist())
+        for task, pairs in sorted(by_task.items())
+    ]
+    return sorted(
+        (d for d in differences if d.learner != d.baseline),
+        key=lambda d: (d.baseline - d.learner, d.task_id),
+    )
+
+
 def _learner_result(
-    learner: str, runs: list[Run], vs: PairedDifference | None, config: ComparisonConfig
+    learner: str,
+    runs: list[Run],
+    vs: PairedDifference | None,
+    differences: list[TaskDifference],
+    config: ComparisonConfig,
 ) -> LearnerResult:
     best = [max(run.evals, key=lambda e: e["eval/success"]) for run in runs]
     final_evals = [r.final_eval for r in runs]
@@ -228,6 +265,7 @@ def _learner_result(
         ],
         episodes_per_task=per_task,
         vs_baseline=vs,
+        task_differences=differences,
         failed_episodes=len(failed),
         failure_components=_failure_components(failed),
         goal_completion=_goal_completion(runs, config.success_threshold),

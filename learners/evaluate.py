@@ -11,7 +11,7 @@ from agents.episode import EpisodeGroup
 from agents.rollout import Policy, RolloutConfig, rollout_groups
 from envs.core import ToolUseEnv
 from envs.replay import replay
-from learners.metrics import episode_metrics
+from learners.metrics import episode_metrics, goal_completion_metrics
 
 
 def evaluate_policy(
@@ -45,7 +45,12 @@ def write_eval(
 ) -> dict[str, float]:
     """Append the step's metrics to ``eval.jsonl`` and write ``eval_episodes/step_<k>.jsonl``
     (the layout learners/report.py reads)."""
-    metrics = {"step": step, **episode_metrics(groups, "eval"), "eval/do_nothing_floor": floor}
+    metrics = {
+        "step": step,
+        **episode_metrics(groups, "eval"),
+        **goal_completion_metrics(groups, "eval"),
+        "eval/do_nothing_floor": floor,
+    }
     with (run_dir / "eval.jsonl").open("a") as f:
         f.write(json.dumps(metrics) + "\n")
     episodes_dir = run_dir / "eval_episodes"

@@ -8,6 +8,7 @@ from collections import defaultdict
 
 from agents.episode import EpisodeGroup
 from agents.tool_format import OPEN
+from envs.appworld.metrics import SCENARIO_FACET, goal_completion
 from envs.categories import INFORMATION_ONLY
 
 
@@ -45,3 +46,16 @@ def episode_metrics(groups: list[EpisodeGroup], prefix: str) -> dict[str, float]
     m[f"{prefix}/groups_all_pass"] = all_pass / n_groups
     m[f"{prefix}/groups_all_fail"] = (n_groups - mixed - all_pass) / n_groups
     return m
+
+
+def goal_completion_metrics(groups: list[EpisodeGroup], prefix: str) -> dict[str, float]:
+    """AppWorld's TGC and SGC (percent) of a pass@1 evaluation (one group per task, its
+    first episode scored), for episodes with a ``scenario`` facet; empty otherwise."""
+    firsts = [g.episodes[0] for g in groups if g.episodes]
+    if not firsts or not all(e.facets.get(SCENARIO_FACET) for e in firsts):
+        return {}
+    scenario_of = {e.task_id: e.facets[SCENARIO_FACET][0] for e in firsts}
+    completion = goal_completion(
+        {e.task_id: e.success for e in firsts}, list(scenario_of), scenario_of.__getitem__
+    )
+    return {f"{prefix}/tgc": completion.tgc, f"{prefix}/sgc": completion.sgc}

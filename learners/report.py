@@ -49,6 +49,9 @@ class ReportConfig(ComparisonConfig):
     steps that wrote weights, first and last included."""
     histogram_bins: int = 50
     """Bins of each credit-weight histogram."""
+    task_rows: int = 20
+    """Tasks listed per learner in the per-task differences (largest gains and losses);
+    results.json holds them all."""
 
 
 def write_report(comparison_dir: str | Path, config: ReportConfig | None = None) -> Path:
@@ -65,7 +68,7 @@ def write_report(comparison_dir: str | Path, config: ReportConfig | None = None)
     figures = _draw_figures(runs, comparison, out, config)
     (out / "results.json").write_text(json.dumps(results_dict(comparison), indent=1) + "\n")
     path = out / "report.md"
-    path.write_text(render_markdown(comparison, runs, figures, comparison_dir))
+    path.write_text(render_markdown(comparison, runs, figures, comparison_dir, config))
     return path
 
 
@@ -149,7 +152,11 @@ def _weights_to_plot(
 
 # -- markdown ----------------------------------------------------------------------------
 def render_markdown(
-    comparison: Comparison, runs: list[Run], figures: dict[str, str], comparison_dir: Path
+    comparison: Comparison,
+    runs: list[Run],
+    figures: dict[str, str],
+    comparison_dir: Path,
+    config: ReportConfig,
 ) -> str:
     c, results = comparison, comparison.learners
     floor_note = (
@@ -177,6 +184,7 @@ def render_markdown(
         "",
         *_paired_table(c),
         "",
+        *_task_differences_section(c, config.task_rows),
         "## pass@k and pass^k",
         "",
         *_pass_k_table(c),
@@ -302,6 +310,46 @@ def _paired_table(c: Comparison) -> list[str]:
             "left out: the runs did not evaluate identical tasks and seeds.",
         ]
     return rows
+
+
+def _task_differences_section(c: Comparison, task_rows: int) -> list[str]:
+    others = [r for r in c.learners if r.vs_baseline is not None]
+    if not others:
+        return []
+    categories = list(dict.fromkeys(d.category for r in others for d in r.task_differences))
+    counts = [_row(["learner", "category", "tasks gained", "tasks lost"]), _row(["---"] * 4)]
+    head = ["learner", "task", "category", f"{c.baseline} success", "learner's success"]
+    listed = [_row(head), _row(["---"] * 5)]
+    for r in others:
+        for category in categories:
+            diffs = [d for d in r.task_differences if d.category == category]
+            gained = sum(d.learner > d.baseline for d in diffs)
+            counts.append(_row([r.learner, category, str(gained), str(len(diffs) - gained)]))
+        gains = [d for d in r.task_differences if d.learner > d.baseline]
+        losses = [d for d in r.task_differences if d.learner < d.baseline][::-1]
+        half = task_rows // 2
+        shown = gains[: task_rows - min(half, len(losses))]
+        shown += losses[: task_rows - len(shown)]
+        for d in shown:
+            cells = [r.learner, f"`{d.task_id}`", d.category, _num(d.baseline), _num(d.learner)]
+            listed.append(_row(cells))
+    if not categories:
+        return [f"Every learner succeeds on the same held-out tasks as {c.baseline}.", ""]
+    return [
+        f"### Tasks that differ from {c.baseline}",
+        "",
+        "Which held-out tasks a learner solves and the baseline does not (gained), and the "
+        "reverse (lost), by category; success rates are over seeds. A few tasks moving "
+        "each way is what noise looks like.",
+        "",
+        *counts,
+        "",
+        f"Largest gains, then largest losses (at most {task_rows} per learner; "
+        "`results.json` lists all):",
+        "",
+        *listed,
+        "",
+    ]
 
 
 def _pass_k_table(c: Comparison) -> list[str]:

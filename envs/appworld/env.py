@@ -49,6 +49,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from envs.appworld.metrics import SCENARIO_FACET
 from envs.appworld.pool import PoolSettings, ServerPool, shared_pool
 from envs.appworld.server import (
     AppWorldServer,
@@ -512,7 +513,7 @@ class AppWorldEnv(ToolUseEnv):
             "task_id": self._task.task_id,
             "category": self._task.category,
             "difficulty": self._task.difficulty,
-            "facets": {"app": list(self._task.apps), "scenario": [self._task.scenario]},
+            "facets": {"app": list(self._task.apps), SCENARIO_FACET: [self._task.scenario]},
             "turns": c.turns,
             "steps": c.steps,
             "tool_calls": c.tool_calls,

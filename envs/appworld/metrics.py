@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from envs.appworld.tasks import scenario_of
 
+SCENARIO_FACET = "scenario"  # the episode facet (env info) naming a task's scenario
 MEAN_DIGITS = 4
 PERCENT_DIGITS = 1
 

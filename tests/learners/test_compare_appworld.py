@@ -47,6 +47,9 @@ def test_compare_on_appworld_reports_goal_completion_by_difficulty_and_app(tmp_p
     }
     assert set(by_task["5a3ce0c_1"]["reward_components"]) == {"test_pass_fraction"}
 
+    (evaluation,) = [json.loads(x) for x in (run / "eval.jsonl").open()]
+    assert evaluation["eval/tgc"] == round(100 * evaluation["eval/success"], 1)
+    assert 0.0 <= evaluation["eval/sgc"] <= evaluation["eval/tgc"]  # scenarios of 2 tasks each
     (grpo,) = json.loads((out / "report" / "results.json").read_text())["learners"]
     rows = {g["slice"]: g for g in grpo["goal_completion"]}
     assert (rows["all"]["tasks"], rows["all"]["scenarios"]) == (6, 3)

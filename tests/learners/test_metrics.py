@@ -4,7 +4,7 @@ category, the zero-tool audit, tool use, group health and evaluator components."
 import pytest
 
 from agents.episode import Episode, EpisodeGroup, Turn
-from learners.metrics import episode_metrics
+from learners.metrics import episode_metrics, goal_completion_metrics
 
 
 def episode(task, category, reward, tools=(), components=None, texts=("ok",)):
@@ -97,3 +97,21 @@ def test_no_information_only_success_leaves_the_audit_out():
     m = episode_metrics([group(episode("b", "state_changing", 1.0, ["cancel"]))], "rollout")
     assert "rollout/zero_tool_share" not in m and m["rollout/tools_per_success"] == 1.0
     assert episode_metrics([], "rollout") == {}
+
+
+def test_goal_completion_of_a_pass1_evaluation_by_scenario_facet():
+    def appworld(task, reward):
+        e = episode(task, "difficulty_1", reward)
+        e.facets = {"app": ["spotify"], "scenario": [task.split("_")[0]]}
+        return group(e)
+
+    # scenario a: 2 of 2 pass, b: 1 of 2 -> TGC 3/4, SGC 1/2
+    groups = [
+        appworld("a_1", 1.0),
+        appworld("a_2", 1.0),
+        appworld("b_1", 1.0),
+        appworld("b_2", 0.0),
+    ]
+    assert goal_completion_metrics(groups, "eval") == {"eval/tgc": 75.0, "eval/sgc": 50.0}
+    tau = [group(episode("x", "no_action", 1.0))]
+    assert goal_completion_metrics(tau, "eval") == {}  # no scenario facet

@@ -255,6 +255,46 @@ def test_paired_differences_in_results(comparison):
     assert not sgcd["within_noise"] and (sgcd["tasks"], sgcd["seeds"]) == (20, 2)
 
 
+def test_tasks_gained_and_lost_against_the_baseline(comparison):
+    path, results = comparison
+    assert learner(results, "sdpo")["task_differences"] == []  # evaluates exactly as grpo
+    # grpo passes t0-t9 / t0-t11, sgcd t0-t13 / t0-t15 (seed 0 / seed 1)
+    diffs = [
+        (d["task_id"], d["baseline"], d["learner"])
+        for d in learner(results, "sgcd")["task_differences"]
+    ]
+    assert diffs == [
+        ("t12", 0.0, 1.0),
+        ("t13", 0.0, 1.0),
+        ("t10", 0.5, 1.0),
+        ("t11", 0.5, 1.0),
+        ("t14", 0.0, 0.5),
+        ("t15", 0.0, 0.5),
+    ]
+    text = path.read_text()
+    assert "| sgcd | state_changing | 3 | 0 |" in text  # t10-t12
+    assert "| sgcd | information_only | 3 | 0 |" in text  # t13-t15
+    assert "| sgcd | `t12` | state_changing | 0.000 | 1.000 |" in text
+
+
+def test_the_task_list_is_capped_gains_then_losses(tmp_path):
+    def episodes(passed):
+        return [
+            {"task_id": t, "category": "state_changing", "reward": float(t in passed)}
+            for t in ("t0", "t1", "t2")
+        ]
+
+    write_run(tmp_path, "grpo", 0, {2: 0}, episodes=episodes({"t0", "t1"}))
+    write_run(tmp_path, "sgcd", 0, {2: 0}, episodes=episodes({"t2"}))
+    text = write_report(tmp_path, ReportConfig(task_rows=2)).read_text()
+    assert "| sgcd | state_changing | 1 | 2 |" in text
+    listed = [line for line in text.splitlines() if line.startswith("| sgcd | `t")]
+    assert listed == [
+        "| sgcd | `t2` | state_changing | 0.000 | 1.000 |",
+        "| sgcd | `t1` | state_changing | 1.000 | 0.000 |",
+    ]
+
+
 def test_report_tables_print_the_numbers_and_the_floor(comparison):
     path, _ = comparison
     text = path.read_text()
