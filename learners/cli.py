@@ -106,16 +106,26 @@ def run_rollout(cfg: DictConfig) -> None:
 
 
 def _print_eval(groups, m: dict[str, float], title: str) -> None:
-    print(f"{'task':>6}  {'category':<17} {'reward':>6}  tool calls")
+    from learners.compare_stats import pass_k_table
+
+    print(f"{'task':>6}  {'category':<17} {'passed':>6}  tool calls (first episode)")
     for g in groups:
-        e = g.episodes[0]
-        print(f"{g.task_id:>6}  {g.category:<17} {e.reward:>6.2f}  {','.join(e.tool_calls) or '-'}")
+        wins = f"{sum(e.success for e in g.episodes)}/{len(g.episodes)}"
+        calls = ",".join(g.episodes[0].tool_calls) or "-"
+        print(f"{g.task_id:>6}  {g.category:<17} {wins:>6}  {calls}")
     cats = sorted({k.split("/")[1] for k in m if k.endswith("/episodes")})
     for c in cats:
         n = int(m[f"eval/{c}/episodes"])
         print(f"{c:<17} {m[f'eval/{c}/success'] * n:.0f}/{n}")
     if "eval/tgc" in m:
         print(f"AppWorld goal completion: TGC {m['eval/tgc']:.1f}, SGC {m['eval/sgc']:.1f}")
+    n = min(len(g.episodes) for g in groups)
+    if n > 1:  # several episodes per task: pass@k and pass^k (SGCD paper, Appendix B)
+        table = pass_k_table(
+            {g.task_id: [e.success for e in g.episodes] for g in groups}, range(1, n + 1)
+        )
+        for row in table:
+            print(f"k={row.k}: pass@k {row.pass_at_k:.3f}  pass^k {row.pass_hat_k:.3f}")
     print(
         f"{title}: pass@1 {m['eval/success']:.3f} "
         f"(do-nothing floor {m['eval/do_nothing_floor']:.3f}); "
