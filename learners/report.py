@@ -110,7 +110,9 @@ def _draw_figures(
                 "eval/success",
                 source="evals",
                 floor=float(np.mean(floors)) if floors else None,
-            )
+            ),
+            # drawn only where evaluations logged it: AppWorld, whose pass@1 is TGC / 100
+            Panel("held-out SGC (AppWorld, percent)", "eval/sgc", source="evals", share=False),
         ],
         "reward_components": [
             Panel(f"rollout component: {name}", f"rollout/reward/{name}") for name in components
