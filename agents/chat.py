@@ -16,6 +16,7 @@ temperature, seed) -> str``) and accounts its calls, tokens, cost and latency in
 from __future__ import annotations
 
 import os
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -201,6 +202,9 @@ class LocalChat:
     config: LocalConfig
     usage: ChatUsage = field(default_factory=ChatUsage)
     supports_temperature = True
+    # one call at a time: seeding and sampling use torch's global RNG, so calls from a
+    # thread pool (SGCD's analyst) would interleave and a seeded run would not repeat
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def __post_init__(self) -> None:
         from agents.model import ModelConfig, load_model
@@ -220,9 +224,9 @@ class LocalChat:
         ids = self._tokenizer.apply_chat_template(
             messages, add_generation_prompt=True, return_tensors="pt", return_dict=True
         )["input_ids"]
-        if seed is not None:
-            torch.manual_seed(seed)
-        with torch.no_grad():
+        with self._lock, torch.no_grad():
+            if seed is not None:
+                torch.manual_seed(seed)
             out = self._model.generate(
                 input_ids=ids,
                 attention_mask=torch.ones_like(ids),

@@ -196,3 +196,18 @@ def test_a_chat_backend_can_act_as_the_policy():
     assert sum(episode.response_mask) > 0 and episode.termination_reason
     with pytest.raises(ConfigError, match="chat_backend"):
         build_policy({"name": "tiny-random"}, {**rollout, "chat_backend": None})
+
+
+def test_local_backend_is_reproducible_under_concurrent_calls():
+    """SGCD calls its analyst from a thread pool: seeding and sampling must not interleave
+    between calls, or a seeded run stops being reproducible."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    backend = make_chat_backend({"kind": "local", "model": "tiny-random", "max_tokens": 24})
+    messages = [{"role": "user", "content": "Which step decided the outcome?"}]
+    alone = backend.complete(messages, temperature=1.0, seed=0)
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        together = list(
+            pool.map(lambda _: backend.complete(messages, temperature=1.0, seed=0), range(8))
+        )
+    assert together == [alone] * 8
