@@ -427,8 +427,7 @@ class AppWorldEnv(ToolUseEnv):
         if server is not None and server.alive:
             if server.episodes < self.pool.settings.episodes_per_server:
                 return server
-        if self._lease is not None:
-            self._lease()  # the pool retires a worn-out or dead server
+        self._release_server()  # the pool retires a worn-out or dead server
         self._server = self.pool.lease()
         self._lease = weakref.finalize(self, self.pool.release, self._server)
         return self._server
@@ -444,9 +443,7 @@ class AppWorldEnv(ToolUseEnv):
     def _discard_server(self) -> None:
         if self._server is not None:
             self._server.stop()
-        if self._lease is not None:
-            self._lease()
-        self._server, self._lease = None, None
+        self._release_server()
 
     def _fail(self, messages: list[dict], error: AppWorldServerError):
         """The server failed under us: drop it; the episode ends as an env failure."""
