@@ -35,7 +35,12 @@ def build_policy(
     model, tokenizer = load_model(model_config)
     chat = ChatFormat(tokenizer, chat_cfg)
     generator = make_generator(
-        rollout_cfg["backend"], model, chat.end_id, tokenizer.pad_token_id, model_config.init_from
+        rollout_cfg["backend"],
+        model,
+        chat.end_id,
+        tokenizer.pad_token_id,
+        model_config.init_from,
+        rollout_cfg["kv_cache"],
     )
     return Policy(chat, generator), model
 

@@ -84,7 +84,7 @@ class LocalConfig:
     model: str = "smollm2"
     """An ``agents.model`` name: smollm2, tiny-random, a checkpoint dir or a hub id."""
     max_tokens: int = 256
-    dtype: str = "bfloat16"
+    dtype: str = "auto"
 
 
 def _cost(cfg: Any, input_tokens: int, output_tokens: int) -> float:

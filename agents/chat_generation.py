@@ -35,3 +35,6 @@ class ChatBackendGenerator:
             ids = self.chat.render_sft_target(reply.strip())
             out.append(Generated(ids, [0.0] * len(ids), finished=True))
         return out
+
+    def release(self, slots: list[int]) -> None:
+        """Nothing to drop: each call sends the whole conversation."""

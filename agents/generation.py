@@ -1,13 +1,15 @@
 """Generation backends: token ids in, sampled ids and their behaviour log-probs out.
 
-* ``hf`` -- transformers ``generate`` on CPU or GPU. All live siblings of a step go in one
-  left-padded batch (8.7x the tokens/s of one at a time on CPU: shared/DESIGN.md).
+* ``hf`` -- a transformers model on CPU or GPU (``agents/hf_generation.py``): all live
+  episodes of a step decode in one batch, each keeping its keys/values across turns.
 * ``vllm`` -- for GPU machines (``agents/vllm_generation.py``; ``pip install
   toolgym[gpu]`` in its own venv); not installable on the CPU machines this project is
   developed on, so tested only up to the engine calls.
 
 Log-probs are those of the sampling distribution, ``log_softmax(logits / temperature)``
-before top-p (greedy: temperature 1), which is what the learner recomputes.
+before top-p (greedy: temperature 1), which is what the learner recomputes. Sampling is
+seeded per episode (``seed`` and the slot), so an episode's tokens do not depend on which
+other episodes share its batch.
 """
 
 from __future__ import annotations
@@ -45,59 +47,9 @@ class Generator(Protocol):
         """One assistant message per context; ``slots`` name the episodes they belong to."""
         ...
 
-
-class HFGenerator:
-    """Batched ``model.generate`` with left padding."""
-
-    def __init__(self, model: torch.nn.Module, end_id: int, pad_id: int):
-        self.model = model
-        self.end_id = end_id
-        self.pad_id = pad_id
-
-    @torch.no_grad()
-    def sync_weights(self, learner: torch.nn.Module) -> None:
-        """Copy the learner's weights into the sampling model (dtype converted): what a
-        vLLM sampler gets through ``collective_rpc`` on a GPU cluster."""
-        for target, source in zip(self.model.parameters(), learner.parameters(), strict=True):
-            target.copy_(source)
-
-    @torch.no_grad()
-    def generate(
-        self, contexts: list[list[int]], slots: list[int], sampling: SamplingConfig, seed: int
-    ) -> list[Generated]:
-        width = max(len(c) for c in contexts)
-        device = next(self.model.parameters()).device
-        input_ids = torch.full((len(contexts), width), self.pad_id, dtype=torch.long)  # (B, L)
-        attention = torch.zeros((len(contexts), width), dtype=torch.long)  # (B, L)
-        for row, ids in enumerate(contexts):
-            input_ids[row, width - len(ids) :] = torch.tensor(ids)
-            attention[row, width - len(ids) :] = 1
-        greedy = sampling.temperature <= 0
-        torch.manual_seed(seed)
-        out = self.model.generate(
-            input_ids=input_ids.to(device),
-            attention_mask=attention.to(device),
-            do_sample=not greedy,
-            temperature=None if greedy else sampling.temperature,
-            top_p=None if greedy else sampling.top_p,
-            top_k=None,
-            max_new_tokens=sampling.max_new_tokens,
-            eos_token_id=self.end_id,
-            pad_token_id=self.pad_id,
-            output_logits=True,
-            return_dict_in_generate=True,
-        )
-        new = out.sequences[:, width:].cpu()  # (B, N)
-        logits = torch.stack(out.logits, dim=1).float().cpu()  # (B, N, V)
-        if not greedy:
-            logits = logits / sampling.temperature
-        logprobs = torch.log_softmax(logits, dim=-1).gather(-1, new.unsqueeze(-1)).squeeze(-1)
-        results = []
-        for row in range(len(contexts)):
-            ids = new[row].tolist()
-            end = ids.index(self.end_id) + 1 if self.end_id in ids else len(ids)
-            results.append(Generated(ids[:end], logprobs[row, :end].tolist(), self.end_id in ids))
-        return results
+    def release(self, slots: list[int]) -> None:
+        """The episodes in ``slots`` ended: drop whatever was kept for them."""
+        ...
 
 
 class ScriptedGenerator:
@@ -123,13 +75,24 @@ class ScriptedGenerator:
             out.append(Generated(ids, [0.0] * len(ids), finished=True))
         return out
 
+    def release(self, slots: list[int]) -> None:
+        """Nothing to drop: a script is consumed as it is written."""
+
 
 def make_generator(
-    backend: str, model: torch.nn.Module, end_id: int, pad_id: int, model_path: str | None = None
+    backend: str,
+    model: torch.nn.Module,
+    end_id: int,
+    pad_id: int,
+    model_path: str | None = None,
+    kv_cache: bool = True,
 ) -> Generator:
-    """``hf`` (this process's model) or ``vllm`` (a GPU engine on ``model_path``)."""
+    """``hf`` (this process's model; ``kv_cache``: keep each episode's keys/values across
+    turns) or ``vllm`` (a GPU engine on ``model_path``, with its own prefix caching)."""
     if backend == "hf":
-        return HFGenerator(model, end_id, pad_id)
+        from agents.hf_generation import HFGenerator
+
+        return HFGenerator(model, end_id, pad_id, kv_cache)
     if backend == "vllm":
         from agents.vllm_generation import VLLMConfig, VLLMGenerator
 

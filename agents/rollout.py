@@ -121,6 +121,7 @@ def rollout_episodes(
             if terminated or truncated:
                 done[slot] = _finish(state, reward, info)
                 del live[slot]
+                policy.generator.release([slot])
                 continue
             extra = policy.chat.render_observation(obs)
             start = len(state.ids)
@@ -134,6 +135,7 @@ def rollout_episodes(
             if config.max_context_tokens is not None and len(state.ids) > config.max_context_tokens:
                 done[slot] = _finish(state, 0.0, info, reason="context_limit")
                 del live[slot]
+                policy.generator.release([slot])
         step += 1
         if on_step:
             on_step(len(done))

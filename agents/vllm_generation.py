@@ -97,6 +97,9 @@ class VLLMGenerator:
             for o in outputs
         ]
 
+    def release(self, slots: list[int]) -> None:
+        """Nothing to drop: vLLM's prefix cache manages its own blocks."""
+
     def sync_weights(self, model: torch.nn.Module) -> None:
         named = [(n, p.detach()) for n, p in model.state_dict().items()]
         self.llm.collective_rpc("toolgym_load_weights", args=(named,))

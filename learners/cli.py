@@ -30,6 +30,15 @@ def _output_dir() -> Path:
     return Path(HydraConfig.get().runtime.output_dir)
 
 
+def _sampler_precision(model_cfg: dict) -> dict:
+    """Resolve (and print) the sampling model's dtype; its record for ``run.json``."""
+    from agents.precision import resolve_dtype
+
+    precision = resolve_dtype(model_cfg["dtype"])
+    print(f"sampler weights: {precision.describe()}")
+    return precision.record()
+
+
 def show_tasks(cfg: DictConfig) -> None:
     from envs.factory import make_env
     from envs.users import ScriptedUser
@@ -145,7 +154,8 @@ def run_evaluate(cfg: DictConfig) -> None:
     env = spec.build()
     task_ids = [t.task_id for t in env.tasks()][: cfg.num_tasks]
     config = rollout_config(c["rollout"])
-    policy, _ = build_policy(c["model"], c["rollout"])
+    policy, model = build_policy(c["model"], c["rollout"])
+    precision = None if model is None else _sampler_precision(c["model"])
     pool = build_pool(spec, cfg.batch_size, c["rollout"])
     with tqdm(total=len(task_ids), desc="evaluate") as bar:
         groups = evaluate_policy(pool, policy, task_ids, config, cfg.seed, bar.update)
@@ -163,6 +173,7 @@ def run_evaluate(cfg: DictConfig) -> None:
                 "learner": cfg.label,
                 "seed": cfg.seed,
                 "model": cfg.model.init_from or cfg.model.name,
+                "precision": {"sampler": precision},
                 "config": c,
             },
             indent=1,
@@ -179,6 +190,7 @@ def run_sft(cfg: DictConfig) -> None:
     from agents.chat import make_chat_backend
     from agents.env_pool import EnvSpec
     from agents.episode import save_groups
+    from agents.precision import resolve_dtype
     from agents.trajectories import gold_replay_records, teacher_records
     from envs.core import ConfigError, build_config, check_not_held_out
     from learners.checkpoint import save_checkpoint
@@ -212,6 +224,7 @@ def run_sft(cfg: DictConfig) -> None:
     )
     learner = {k: v for k, v in c["learner"].items() if k != "name"}
     config = build_config(SFTConfig, learner, "learner sft")
+    print(f"SFT autocast: {resolve_dtype(config.autocast).describe()}")
     log = (out / "sft_metrics.jsonl").open("w")
     with tqdm(total=config.steps, desc="sft") as bar:
 
@@ -290,8 +303,13 @@ def train_one(c: dict, run_dir: Path) -> None:
         "learner": name,
         "seed": train_cfg.seed,
         "model": c["model"]["init_from"] or c["model"]["name"],
+        "precision": {
+            "sampler": _sampler_precision(c["model"]),
+            "learner_autocast": trainer.precision.record(),
+        },
         "config": c,
     }
+    print(f"learner autocast: {trainer.precision.describe()}")
     (run_dir / "run.json").write_text(json.dumps(record, indent=1))
     with ExitStack() as closing:
         trackers = make_trackers(tracking_cfg, run_dir, record)

@@ -5,6 +5,11 @@ from __future__ import annotations
 import torch
 
 
+def _autocast(device: torch.device, dtype: torch.dtype | None):
+    """Autocast on the model's own device (CPU or CUDA); off when ``dtype`` is None."""
+    return torch.autocast(device.type, dtype=dtype, enabled=dtype is not None)
+
+
 def token_logprobs(
     model: torch.nn.Module,
     prompt_ids: list[int],
@@ -17,8 +22,9 @@ def token_logprobs(
     ``temperature`` must be the sampling temperature (1 for greedy) so that ratios with
     the behaviour log-probs compare the same distribution.
     """
-    full = torch.tensor([prompt_ids + ids], device=next(model.parameters()).device)  # (1, P+T)
-    with torch.autocast("cpu", dtype=autocast_dtype, enabled=autocast_dtype is not None):
+    device = next(model.parameters()).device
+    full = torch.tensor([prompt_ids + ids], device=device)  # (1, P+T)
+    with _autocast(device, autocast_dtype):
         logits = model(input_ids=full[:, :-1]).logits[0, -len(ids) :].float()  # (T, V)
     if temperature != 1.0:
         logits = logits / temperature
@@ -34,7 +40,8 @@ def response_logits(
     autocast_dtype: torch.dtype | None = None,
 ) -> torch.Tensor:
     """``(R, V)`` fp32 next-token logits that predicted ``ids[positions]``."""
-    full = torch.tensor([prompt_ids + ids], device=next(model.parameters()).device)  # (1, P+T)
-    with torch.autocast("cpu", dtype=autocast_dtype, enabled=autocast_dtype is not None):
+    device = next(model.parameters()).device
+    full = torch.tensor([prompt_ids + ids], device=device)  # (1, P+T)
+    with _autocast(device, autocast_dtype):
         logits = model(input_ids=full[:, :-1]).logits[0, -len(ids) :]  # (T, V)
     return logits[positions].float()

@@ -1,9 +1,9 @@
 """Supervised warm start: cross-entropy on the assistant tokens of successful episodes.
 
 The loss covers exactly the tokens the RL learners train (``response_mask``), so an SFT
-checkpoint and a policy-gradient update see the same sequence layout. Weights are kept in
-fp32 with bf16 autocast: pure-bf16 weights and Adam states drop updates below lr ~1e-4 to
-rounding (shared/FACTS.md).
+checkpoint and a policy-gradient update see the same sequence layout. Weights stay in fp32
+under autocast (bf16 where this machine runs it faster): pure-bf16 weights and Adam states
+drop updates below lr ~1e-4 to rounding (shared/FACTS.md).
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import torch
 
 from agents.episode import Episode, EpisodeGroup
+from agents.precision import resolve_dtype
 from learners.forward import token_logprobs
 
 
@@ -33,19 +34,25 @@ class SFTConfig:
     """Gradient clipping."""
     max_tokens: int = 4096
     """Longer episodes are cut to their last ``max_tokens`` tokens after the prompt."""
-    autocast: str = "bfloat16"
-    """Autocast dtype of forward passes ('none' for full fp32)."""
+    autocast: str = "auto"
+    """Forward dtype over the fp32 weights: ``auto`` (the faster of bf16/fp32 here,
+    :mod:`agents.precision`), ``bfloat16``, ``float16`` or ``float32`` (no autocast)."""
     seed: int = 0
     """Shuffling seed."""
 
 
-def nll(model: torch.nn.Module, prompt_ids: list[int], episode: Episode, config: SFTConfig):
+def nll(
+    model: torch.nn.Module,
+    prompt_ids: list[int],
+    episode: Episode,
+    config: SFTConfig,
+    autocast: torch.dtype | None = None,
+):
     """Mean negative log-likelihood over the episode's response tokens, and their count."""
     ids, mask = episode.ids, episode.response_mask
     if len(ids) > config.max_tokens:
         ids, mask = ids[-config.max_tokens :], mask[-config.max_tokens :]
-    dtype = None if config.autocast == "none" else getattr(torch, config.autocast)
-    logprobs = token_logprobs(model, prompt_ids, ids, autocast_dtype=dtype)  # (T,)
+    logprobs = token_logprobs(model, prompt_ids, ids, autocast_dtype=autocast)  # (T,)
     weights = torch.tensor(mask, dtype=logprobs.dtype)  # (T,)
     return -(logprobs * weights).sum() / weights.sum().clamp(min=1), int(weights.sum())
 
@@ -72,6 +79,7 @@ def train_sft(
     if n_episodes < config.batch_episodes:
         raise ValueError(f"{n_episodes} SFT episodes < batch_episodes={config.batch_episodes}")
     model.float().train()
+    autocast = resolve_dtype(config.autocast, next(model.parameters()).device).autocast
     optimizer = torch.optim.AdamW(
         model.parameters(), lr=config.lr, weight_decay=config.weight_decay
     )
@@ -83,7 +91,7 @@ def train_sft(
         optimizer.zero_grad(set_to_none=True)
         losses, tokens = [], 0
         for prompt_ids, episode in batch:
-            loss, n = nll(model, prompt_ids, episode, config)
+            loss, n = nll(model, prompt_ids, episode, config, autocast)
             (loss / len(batch)).backward()
             losses.append(loss.item())
             tokens += n

@@ -27,6 +27,7 @@ import torch
 from agents.credit_prompts import ChatTaskPrompts
 from agents.env_pool import EnvPool
 from agents.episode import EpisodeGroup
+from agents.precision import resolve_dtype
 from agents.rollout import Policy, RolloutConfig, rollout_groups
 from credit import get_credit
 from credit.teacher import Teacher
@@ -58,8 +59,9 @@ class TrainConfig:
     max_grad_norm: float = 1.0
     loss_aggregation: str = "token-mean"
     """``token-mean`` over the batch's response tokens, or ``seq-mean`` (mean per episode)."""
-    autocast: str = "bfloat16"
-    """Forward dtype over fp32 master weights (``none``: fp32)."""
+    autocast: str = "auto"
+    """Forward dtype over fp32 master weights: ``auto`` (the faster of bf16/fp32 here,
+    :mod:`agents.precision`), ``bfloat16``, ``float16`` or ``float32`` (no autocast)."""
     eval_every: int = 0
     """Held-out evaluation every k steps (0: only after the last step)."""
     eval_tasks: int | None = None
@@ -133,14 +135,14 @@ class Trainer:
         self.run_dir, self.parts, self.config = Path(run_dir), parts, config
         entry = get_learner(learner_name)
         self.learner_name = learner_name
-        autocast = None if config.autocast == "none" else getattr(torch, config.autocast)
+        self.precision = resolve_dtype(config.autocast, next(parts.model.parameters()).device)
         reference = None
         if entry.learner_class.needs_reference:
             reference = _frozen_copy(parts.model)
         prompts = ChatTaskPrompts(parts.policy.chat, parts.train_env.task_labels, TEACHER_TITLE)
         self.context = LearnerContext(
             temperature=parts.rollout.sampling.temperature or 1.0,
-            autocast=autocast,
+            autocast=self.precision.autocast,
             reference=reference,
             teacher=Teacher(model=parts.sampler_model, prompts=prompts, analyst=parts.analyst),
         )

@@ -1,7 +1,7 @@
 import pytest
 
 from agents.chat_format import ChatFormat, ChatFormatConfig
-from agents.generation import HFGenerator
+from agents.hf_generation import HFGenerator
 from agents.model import ModelConfig, load_model
 from agents.rollout import Policy
 

@@ -24,6 +24,9 @@ class Recording:
         self.outputs += out
         return out
 
+    def release(self, slots):
+        self.inner.release(slots)
+
 
 @pytest.fixture(scope="module")
 def gold_group(chat):
@@ -75,6 +78,9 @@ def test_sampled_ids_are_kept_even_when_text_would_tokenize_differently(chat):
     class OddTokens:
         def generate(self, contexts, slots, sampling, seed):
             return [Generated(list(odd), [-1.0] * len(odd), True) for _ in contexts]
+
+        def release(self, slots):
+            pass
 
     pool = LocalEnvPool(SPEC, 1)
     (group,) = rollout_groups(pool, Policy(chat, OddTokens()), ["2"], 0, RolloutConfig(n=1))

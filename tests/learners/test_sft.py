@@ -56,7 +56,7 @@ def test_teacher_records_keep_only_successes(tiny_chat):
 def test_sft_lowers_the_loss_on_its_records(gold, tiny_fresh):
     groups, _ = gold
     model, _ = tiny_fresh
-    config = SFTConfig(steps=8, batch_episodes=3, lr=3e-3, autocast="none", max_tokens=1024)
+    config = SFTConfig(steps=8, batch_episodes=3, lr=3e-3, autocast="float32", max_tokens=1024)
     before = [nll(model, g.prompt_ids, g.episodes[0], config)[0].item() for g in groups]
     history = train_sft(model, groups, config)
     after = [nll(model, g.prompt_ids, g.episodes[0], config)[0].item() for g in groups]

@@ -1,0 +1,243 @@
+"""The ``hf`` generation backend: a transformers model decoding on CPU or GPU, with each
+episode's keys and values kept across its turns.
+
+A rollout asks for one assistant message per live episode per env step, and each context
+is the previous one plus a few hundred new tokens (the last message, the observation, the
+next turn's header). Re-encoding it whole every turn repeats the shared prompt (~70% of a
+τ³-airline episode) for every sibling and every turn. So the generator keeps, per episode
+slot, the keys/values of the tokens it has already encoded, encodes only the new suffix,
+and encodes a prompt shared by several new episodes once (its keys/values shared until
+each episode writes its own). All rows of a call decode together in one padded batch:
+
+    row i of the batch cache: [pad .. | cached_i | pad .. | suffix_i] + one column per step
+
+with the attention mask zero on pads and explicit positions, so each row computes what it
+would alone. A slot's cache is dropped when :meth:`HFGenerator.release` says its episode
+ended, when its stored tokens are not a prefix of its next context, and when the weights
+change (:meth:`HFGenerator.sync_weights`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from transformers import DynamicCache
+
+from agents.generation import Generated, SamplingConfig
+
+KV = list[tuple[torch.Tensor, torch.Tensor]]  # per layer: keys, values, each (H, L, D)
+
+
+@dataclass
+class _Cached:
+    ids: list[int]  # the tokens whose keys/values ``kv`` holds, in order
+    kv: KV
+
+
+@dataclass
+class _Row:
+    slot: int
+    cached: _Cached
+    suffix: list[int]  # context tokens not yet encoded (never empty)
+    generator: torch.Generator
+    out_ids: list[int]
+    out_logprobs: list[float]
+
+
+def _common_prefix(seqs: list[list[int]]) -> int:
+    n = min(len(s) for s in seqs)
+    for i in range(n):
+        if any(s[i] != seqs[0][i] for s in seqs[1:]):
+            return i
+    return n
+
+
+def _sample(
+    logits: torch.Tensor, rows: list[_Row], sampling: SamplingConfig
+) -> tuple[list[int], list[float]]:
+    """One token per row from ``(B, V)`` fp32 logits, and its sampling log-prob."""
+    greedy = sampling.temperature <= 0
+    logprobs = torch.log_softmax(logits if greedy else logits / sampling.temperature, dim=-1)
+    if greedy:
+        tokens = logprobs.argmax(-1)  # (B,)
+    else:
+        probs = logprobs.exp()  # (B, V)
+        if sampling.top_p < 1.0:
+            sorted_probs, order = probs.sort(-1, descending=True)
+            # keep the smallest head whose mass reaches top_p (the first token always)
+            outside = sorted_probs.cumsum(-1) - sorted_probs >= sampling.top_p
+            probs = probs.scatter(-1, order, sorted_probs.masked_fill(outside, 0.0))
+        tokens = torch.stack(
+            [torch.multinomial(probs[b], 1, generator=r.generator)[0] for b, r in enumerate(rows)]
+        )
+    chosen = logprobs.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
+    return tokens.tolist(), chosen.tolist()
+
+
+class HFGenerator:
+    """Batched decoding with per-episode KV caches (``kv_cache=False``: every call encodes
+    every context whole, as ``model.generate`` would; the baseline of ``make bench``)."""
+
+    def __init__(self, model: torch.nn.Module, end_id: int, pad_id: int, kv_cache: bool = True):
+        self.model = model
+        self.end_id = end_id
+        self.pad_id = pad_id
+        self.kv_cache = kv_cache
+        self._caches: dict[int, _Cached] = {}
+
+    @torch.no_grad()
+    def sync_weights(self, learner: torch.nn.Module) -> None:
+        """Copy the learner's weights into the sampling model (dtype converted): what a
+        vLLM sampler gets through ``collective_rpc`` on a GPU cluster."""
+        for target, source in zip(self.model.parameters(), learner.parameters(), strict=True):
+            target.copy_(source)
+        self._caches.clear()  # keys/values of the old weights
+
+    def release(self, slots: list[int]) -> None:
+        for slot in slots:
+            self._caches.pop(slot, None)
+
+    @torch.no_grad()
+    def generate(
+        self, contexts: list[list[int]], slots: list[int], sampling: SamplingConfig, seed: int
+    ) -> list[Generated]:
+        rows = self._rows(contexts, slots, seed)
+        logits = self._prefill(rows)
+        active = list(range(len(rows)))  # rows still decoding, in batch order
+        for step in range(sampling.max_new_tokens):
+            tokens, logprobs = _sample(logits, [rows[b] for b in active], sampling)
+            for b, token, logprob in zip(active, tokens, logprobs, strict=True):
+                rows[b].out_ids.append(token)
+                rows[b].out_logprobs.append(logprob)
+            last = step == sampling.max_new_tokens - 1
+            keep = [k for k, t in enumerate(tokens) if t != self.end_id and not last]
+            for k in sorted(set(range(len(active))) - set(keep)):
+                self._store(rows[active[k]], self._cache, k)
+            if not keep:
+                break
+            self._select(keep)
+            active = [active[k] for k in keep]
+            logits = self._decode([tokens[k] for k in keep])
+        self._cache = None
+        return [
+            Generated(r.out_ids, r.out_logprobs, finished=r.out_ids[-1] == self.end_id)
+            for r in rows
+        ]
+
+    # -- batch layout ----------------------------------------------------------------
+    def _rows(self, contexts: list[list[int]], slots: list[int], seed: int) -> list[_Row]:
+        """Each context as (what its slot's cache holds, the suffix still to encode)."""
+        cached: dict[int, _Cached] = {}
+        for slot, context in zip(slots, contexts, strict=True):
+            hit = self._caches.get(slot) if self.kv_cache else None
+            if (
+                hit is not None
+                and len(hit.ids) < len(context)
+                and context[: len(hit.ids)] == hit.ids
+            ):
+                cached[slot] = hit
+        fresh = [c for s, c in zip(slots, contexts, strict=True) if s not in cached]
+        shared = self._encode_shared(fresh) if self.kv_cache and fresh else _Cached([], [])
+        rows = []
+        for slot, context in zip(slots, contexts, strict=True):
+            start = cached.get(slot, shared)
+            generator = torch.Generator().manual_seed((seed * 1_000_003 + slot) % 2**63)
+            rows.append(_Row(slot, start, context[len(start.ids) :], generator, [], []))
+        return rows
+
+    def _encode_shared(self, contexts: list[list[int]]) -> _Cached:
+        """Keys/values of the prompt all ``contexts`` share (one token left to each)."""
+        n = min(_common_prefix(contexts), min(len(c) for c in contexts) - 1)
+        if n <= 0:
+            return _Cached([], [])
+        cache = DynamicCache()
+        prompt = torch.tensor([contexts[0][:n]], device=self._device())  # (1, n)
+        self.model(input_ids=prompt, cache=cache, use_cache=True, logits_to_keep=1)
+        return _Cached(contexts[0][:n], [(k[0], v[0]) for k, v in _layers(cache)])
+
+    def _prefill(self, rows: list[_Row]) -> torch.Tensor:
+        """Encode every row's suffix against its cache in one batch: ``(B, V)`` logits of
+        each row's next token. Leaves the batch cache and mask in ``self``."""
+        device = self._device()
+        width_c = max(len(r.cached.ids) for r in rows)
+        width_s = max(len(r.suffix) for r in rows)
+        batch = len(rows)
+        input_ids = torch.full((batch, width_s), self.pad_id, dtype=torch.long)  # (B, S)
+        mask = torch.zeros((batch, width_c + width_s), dtype=torch.long)  # (B, C+S)
+        positions = torch.zeros((batch, width_s), dtype=torch.long)  # (B, S)
+        for b, r in enumerate(rows):
+            c, s = len(r.cached.ids), len(r.suffix)
+            input_ids[b, width_s - s :] = torch.tensor(r.suffix)
+            mask[b, width_c - c : width_c] = 1
+            mask[b, width_c + width_s - s :] = 1
+            positions[b, width_s - s :] = torch.arange(c, c + s)
+        self._cache = DynamicCache(ddp_cache_data=self._batch_kv(rows, width_c) or None)
+        self._mask = mask.to(device)
+        self._positions = positions[:, -1].to(device)  # (B,) position of each row's last token
+        out = self.model(
+            input_ids=input_ids.to(device),
+            attention_mask=self._mask,
+            position_ids=positions.to(device),
+            cache=self._cache,
+            use_cache=True,
+            logits_to_keep=1,
+        )
+        return out.logits[:, -1].float()
+
+    def _batch_kv(self, rows: list[_Row], width: int) -> KV:
+        """``(B, H, width, D)`` keys/values with each row's cache right-aligned."""
+        if width == 0:
+            return []
+        template = next(r.cached.kv for r in rows if r.cached.ids)
+        out = []
+        for layer, (k0, v0) in enumerate(template):
+            heads, _, dim = k0.shape
+            keys = k0.new_zeros(len(rows), heads, width, dim)
+            values = v0.new_zeros(len(rows), heads, width, v0.shape[-1])
+            for b, r in enumerate(rows):
+                n = len(r.cached.ids)
+                if n:
+                    keys[b, :, width - n :] = r.cached.kv[layer][0]
+                    values[b, :, width - n :] = r.cached.kv[layer][1]
+            out.append((keys, values))
+        return out
+
+    def _decode(self, tokens: list[int]) -> torch.Tensor:
+        device = self._device()
+        self._mask = torch.cat([self._mask, self._mask.new_ones(len(tokens), 1)], dim=1)
+        self._positions = self._positions + 1
+        out = self.model(
+            input_ids=torch.tensor(tokens, device=device).unsqueeze(1),
+            attention_mask=self._mask,
+            position_ids=self._positions.unsqueeze(1),
+            cache=self._cache,
+            use_cache=True,
+        )
+        return out.logits[:, -1].float()
+
+    def _select(self, keep: list[int]) -> None:
+        """Drop finished rows from the batch."""
+        if len(keep) == self._mask.shape[0]:
+            return
+        index = torch.tensor(keep, device=self._mask.device)
+        self._cache.batch_select_indices(index)
+        self._mask = self._mask[index]
+        self._positions = self._positions[index]
+
+    def _store(self, row: _Row, cache: DynamicCache, b: int) -> None:
+        """Keep row ``b``'s keys/values for its slot's next turn: every token it encoded,
+        i.e. its context and all it generated but the last token."""
+        if not self.kv_cache:
+            return
+        valid = self._mask[b].bool()
+        kv = [(k[b][:, valid], v[b][:, valid]) for k, v in _layers(cache)]
+        ids = row.cached.ids + row.suffix + row.out_ids[:-1]
+        self._caches[row.slot] = _Cached(ids, kv)
+
+    def _device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+
+def _layers(cache: DynamicCache) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    return [(layer.keys, layer.values) for layer in cache.layers]

@@ -1,0 +1,94 @@
+"""Which float dtype is fastest here: what ``auto`` means in the model, learner and SFT
+configs.
+
+No dtype is right for every machine: on a CPU with AVX512-BF16 or AMX, bf16 runs 2-4x
+faster than fp32; on an AVX2-only CPU it runs 10-50x *slower* (shared/FACTS.md). So
+``auto`` takes bf16 on a CUDA device that supports it, and on a CPU times one matmul of a
+transformer block's shape in each dtype (once per process, well under a second) and takes
+the faster. Explicit ``float32`` / ``bfloat16`` / ``float16`` are used as given.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+
+from envs.core import ConfigError
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+# (tokens x hidden) @ (hidden x mlp): SmolLM2-135M's MLP up-projection on 256 tokens
+PROBE_SHAPE = (256, 576, 1536)
+PROBE_BUDGET_S = 0.15  # timed work per dtype after one warm-up call
+
+
+@dataclass(frozen=True)
+class Precision:
+    """A resolved dtype and why it was chosen (recorded in ``run.json``)."""
+
+    dtype: torch.dtype
+    source: str
+    """``config`` (named explicitly), ``cuda`` or ``cpu probe``."""
+    gflops: dict[str, float] = field(default_factory=dict)
+    """The CPU probe's matmul GFLOP/s per dtype (empty when nothing was timed)."""
+
+    @property
+    def autocast(self) -> torch.dtype | None:
+        """The dtype to autocast a forward to over fp32 weights (None: plain fp32)."""
+        return None if self.dtype == torch.float32 else self.dtype
+
+    @property
+    def name(self) -> str:
+        return str(self.dtype).removeprefix("torch.")
+
+    def record(self) -> dict:
+        return {
+            "dtype": self.name,
+            "source": self.source,
+            "probe_gflops": self.gflops,
+            "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        }
+
+    def describe(self) -> str:
+        figures = ", ".join(f"{k} {v:.0f} GFLOP/s" for k, v in self.gflops.items())
+        return f"dtype {self.name} ({self.source}{': ' + figures if figures else ''})"
+
+
+def _matmul_gflops(dtype: torch.dtype) -> float:
+    m, k, n = PROBE_SHAPE
+    generator = torch.Generator().manual_seed(0)
+    a = torch.randn(m, k, generator=generator).to(dtype)
+    b = torch.randn(k, n, generator=generator).to(dtype)
+    a @ b  # warm-up: kernel selection and first-touch allocation
+    calls, start = 0, time.perf_counter()
+    while calls == 0 or time.perf_counter() - start < PROBE_BUDGET_S:
+        a @ b
+        calls += 1
+    return 2 * m * k * n * calls / (time.perf_counter() - start) / 1e9
+
+
+@functools.cache
+def probe_cpu() -> dict[str, float]:
+    """Matmul GFLOP/s of fp32 and bf16 on this CPU (cached for the process)."""
+    return {name: _matmul_gflops(DTYPES[name]) for name in ("float32", "bfloat16")}
+
+
+def resolve_dtype(
+    name: str,
+    device: torch.device | str = "cpu",
+    probe: Callable[[], dict[str, float]] = probe_cpu,
+) -> Precision:
+    """``name`` (a dtype name or ``auto``) as a :class:`Precision` for ``device``."""
+    if name in DTYPES:
+        return Precision(DTYPES[name], "config")
+    if name != "auto":
+        raise ConfigError(f"unknown dtype {name!r}; use auto, {', '.join(DTYPES)}")
+    if torch.device(device).type == "cuda":
+        bf16 = torch.cuda.is_bf16_supported()
+        return Precision(torch.bfloat16 if bf16 else torch.float32, "cuda")
+    gflops = probe()
+    fastest = max(gflops, key=gflops.__getitem__)
+    return Precision(DTYPES[fastest], "cpu probe", gflops)

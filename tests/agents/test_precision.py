@@ -1,0 +1,44 @@
+"""``dtype: auto`` picks the faster dtype of this machine; explicit names win."""
+
+import pytest
+import torch
+
+from agents.precision import resolve_dtype
+from envs.core import ConfigError
+
+
+def never_probe():
+    raise AssertionError("an explicit dtype must not be timed")
+
+
+@pytest.mark.parametrize(
+    ("figures", "expected"),
+    [
+        ({"float32": 40.0, "bfloat16": 120.0}, torch.bfloat16),  # AVX512-BF16 / AMX
+        ({"float32": 60.0, "bfloat16": 1.0}, torch.float32),  # AVX2 only
+    ],
+)
+def test_auto_takes_the_faster_dtype_of_the_probe(figures, expected):
+    precision = resolve_dtype("auto", "cpu", probe=lambda: figures)
+    assert precision.dtype == expected
+    assert precision.source == "cpu probe" and precision.gflops == figures
+    record = precision.record()
+    assert record["dtype"] == str(expected).removeprefix("torch.")
+    assert record["probe_gflops"] == figures and record["cpu_capability"]
+    assert precision.autocast == (None if expected == torch.float32 else expected)
+
+
+@pytest.mark.parametrize("name", ["float32", "bfloat16", "float16"])
+def test_explicit_dtypes_are_used_as_given(name):
+    precision = resolve_dtype(name, "cpu", probe=never_probe)
+    assert precision.dtype == getattr(torch, name) and precision.source == "config"
+
+
+def test_unknown_dtype_is_a_config_error():
+    with pytest.raises(ConfigError, match="unknown dtype 'fp16'"):
+        resolve_dtype("fp16")
+
+
+def test_the_real_probe_times_both_dtypes():
+    figures = resolve_dtype("auto").gflops
+    assert set(figures) == {"float32", "bfloat16"} and all(v > 0 for v in figures.values())
