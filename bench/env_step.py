@@ -2,7 +2,8 @@
 
     python bench/env_step.py [--repeats N]
 
-Prints medians (and min/max) in milliseconds. Scoring is tau2's evaluator.
+Prints medians (and min/max) in milliseconds. Scoring is the env's (envs.tau2_scoring;
+bench/scoring.py compares it with tau2's evaluator).
 """
 
 import argparse

@@ -73,6 +73,10 @@ class TauDomain:
         }
         self.policy: str = probe.get_policy()
         self.tool_schemas: list[dict] = [t.openai_schema for t in probe.get_tools()]
+        # (agent, user) DB hashes that never change, filled by envs.tau2_scoring: each task's
+        # gold world, and a fresh world
+        self.gold_hashes: dict[str, tuple[str | None, str | None]] = {}
+        self.fresh_hashes: tuple[str | None, str | None] | None = None
         self._register_with_tau2()
 
     def _register_with_tau2(self) -> None:

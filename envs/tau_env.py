@@ -2,16 +2,15 @@
 
 The env owns the conversation loop (tau2's orchestrator is not used): each ``step`` takes
 one assistant message. Tool calls run against the episode's own tau2 ``Environment``; a
-text message goes to the user simulator. The episode is scored at its end by
-``tau2.evaluator.evaluate_simulation`` on the untruncated trajectory, exactly as tau2 scores
-its own runs (DB and COMMUNICATE checks; action checks reported, not rewarded, in tau3).
+text message goes to the user simulator. The episode is scored at its end on the untruncated
+trajectory exactly as tau2's ``evaluate_simulation`` scores its own runs (DB and COMMUNICATE
+checks; action checks reported, not rewarded, in tau3), by :mod:`envs.tau2_scoring`, which
+reuses the episode's world instead of rebuilding two.
 """
 
 from __future__ import annotations
 
-import uuid
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 from envs.core import (
@@ -25,6 +24,7 @@ from envs.core import (
     build_config,
 )
 from envs.tau2_engine import TauDomain
+from envs.tau2_scoring import score_episode, summary
 from envs.users import STOP, ScriptedUser, UserIdentity, UserScenario, UserSimulator, is_stop
 
 GREETING = "Hi! How can I help you today?"  # tau2's first agent message
@@ -131,7 +131,6 @@ class TauEnv(ToolUseEnv):
         self._counters = EpisodeCounters()
         self._rejected: list[dict[str, Any]] = []
         self._transferred = False
-        self._started = datetime.now()
         self._identity: UserIdentity = self.user.start(_scenario(task), seed)
         self._trajectory: list = [AssistantMessage(role="assistant", content=GREETING)]
         self._conversation = [{"role": "assistant", "content": GREETING}]
@@ -240,44 +239,16 @@ class TauEnv(ToolUseEnv):
         return {"messages": messages, "tools": []}, reward, terminated, truncated, info
 
     def _score(self, termination: str) -> tuple[float, dict[str, Any]]:
-        from tau2.data_model.simulation import SimulationRun, TerminationReason
-        from tau2.evaluator.evaluator import EvaluationType, evaluate_simulation
+        from tau2.data_model.simulation import TerminationReason
 
-        ended = datetime.now()
-        run = SimulationRun(
-            id=str(uuid.uuid4()),
-            task_id=self._task_id,
-            start_time=self._started.isoformat(),
-            end_time=ended.isoformat(),
-            duration=(ended - self._started).total_seconds(),
-            termination_reason=TerminationReason(termination),
-            messages=self._trajectory,
+        result = score_episode(
+            self.domain,
+            self._task_id,
+            self._world,
+            self._trajectory,
+            TerminationReason(termination),
         )
-        result = evaluate_simulation(
-            simulation=run,
-            task=self.domain.tasks[self._task_id],
-            evaluation_type=EvaluationType.ALL,
-            solo_mode=False,
-            domain=self.domain.name,
-        )
-        components = {
-            getattr(k, "value", str(k)).lower(): float(v)
-            for k, v in (result.reward_breakdown or {}).items()
-        }
-        actions = result.action_checks or []
-        communicate = result.communicate_checks or []
-        return float(result.reward), {
-            "termination_reason": termination,
-            "reward_components": components,
-            "action_checks": {
-                "matched": sum(c.action_match for c in actions),
-                "total": len(actions),
-            },
-            "communicate_checks": {
-                "met": sum(c.met for c in communicate),
-                "total": len(communicate),
-            },
-        }
+        return float(result.reward), {"termination_reason": termination, **summary(result)}
 
     def _clip(self, text: str) -> str:
         limit = self.config.max_observation_chars
