@@ -7,12 +7,17 @@ from the same :class:`EnvSpec`, so a Ray rollout equals a local one for a fixed 
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from agents.chat import make_chat_backend
 from envs.core import AgentAction, ToolUseEnv
 from envs.factory import make_env, make_user
+
+A = TypeVar("A")
+R = TypeVar("R")
 
 
 @dataclass(frozen=True)
@@ -58,17 +63,38 @@ class EnvPool(Protocol):
 
 
 class LocalEnvPool:
+    """Env slots in this process.
+
+    Envs that declare ``releases_gil`` (AppWorld: the work is in its servers) are reset and
+    stepped concurrently, one thread per slot; the others one after another: tau2's tools
+    and scoring are pure Python under the GIL: two threads measured slower than one there.
+    Results come back in the order of the request either way.
+    """
+
     def __init__(self, spec: EnvSpec, size: int):
         self.size = size
         self.workers = [EnvWorker(spec) for _ in range(size)]
+        concurrent = size > 1 and self.workers[0].env.releases_gil
+        self._threads = ThreadPoolExecutor(size, "env-slot") if concurrent else None
 
-    def reset(self, jobs):
-        return {s: self.workers[s].reset(task, seed) for s, (task, seed) in jobs.items()}
+    def reset(self, jobs: dict[int, tuple[str, int]]) -> dict[int, tuple[dict, dict]]:
+        return self._map(lambda s, job: self.workers[s].reset(*job), jobs)
 
-    def step(self, actions):
-        return {s: self.workers[s].step(a) for s, a in actions.items()}
+    def step(self, actions: dict[int, AgentAction]) -> dict[int, tuple]:
+        return self._map(lambda s, action: self.workers[s].step(action), actions)
+
+    def _map(self, call: Callable[[int, A], R], args: dict[int, A]) -> dict[int, R]:
+        """slot -> ``call(slot, arg)`` for each slot of ``args``, in its order."""
+        if self._threads is None or len(args) < 2:
+            return {s: call(s, a) for s, a in args.items()}
+        futures = {s: self._threads.submit(call, s, a) for s, a in args.items()}
+        # Every call ends before an error propagates: no env is still busy when it does.
+        wait(futures.values())
+        return {s: f.result() for s, f in futures.items()}
 
     def close(self) -> None:
+        if self._threads is not None:
+            self._threads.shutdown()
         for w in self.workers:
             w.env.close()
 

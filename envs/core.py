@@ -44,7 +44,7 @@ from __future__ import annotations
 import abc
 from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 import gymnasium as gym
 
@@ -197,9 +197,16 @@ class ToolUseEnv(gym.Env[dict, AgentAction], abc.ABC):
     * :meth:`episode_record` -- the untruncated record of the current episode.
 
     and sets ``max_action_chars``, the longest assistant message it accepts.
+
+    ``releases_gil`` (False by default) says that ``reset``/``step`` spend their time outside
+    this Python process or in code that releases the GIL (AppWorld waits on its server), so
+    an env pool may run several envs' calls at once in threads. An env that sets it must
+    accept ``reset``/``step``/``close`` from any thread, one call at a time per env, while
+    other envs of its class are called from other threads.
     """
 
     max_action_chars: int
+    releases_gil: ClassVar[bool] = False
 
     metadata = {"render_modes": []}
 

@@ -229,6 +229,10 @@ def tool_schema(app_names: list[str], max_observation_chars: int) -> dict[str, A
 class AppWorldEnv(ToolUseEnv):
     """AppWorld tasks through the real engine and evaluator (see the module docstring)."""
 
+    # The work happens in the env's leased server process; this side holds no thread-bound
+    # state (a fresh HTTP connection per request; leases go through the pool's lock).
+    releases_gil = True
+
     def __init__(self, user: Any = None, **options: Any):
         """``options``: the fields of :class:`AppWorldEnvConfig`. ``user`` is accepted for
         the factory's sake and ignored: AppWorld has no simulated user."""

@@ -13,6 +13,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -20,6 +21,7 @@ import gymnasium
 import pytest
 import yaml
 
+from agents.env_pool import EnvSpec, LocalEnvPool
 from envs import ENV_IDS
 from envs.appworld.env import REPO_ROOT, AppWorldEnv, AppWorldEnvConfig
 from envs.appworld.metrics import goal_completion
@@ -225,6 +227,45 @@ def test_concurrent_episodes_are_isolated(env):
     _, reward_a, *_ = a.step(gold)
     assert (reward_a, reward_b) == (1.0, 0.0)
     b.close()
+
+
+def test_env_pool_steps_appworld_envs_concurrently_with_sequential_results():
+    spec = EnvSpec({"name": "appworld", "data_root": str(synthetic_world()), "split": SPLIT})
+    pool = LocalEnvPool(spec, 2)
+    jobs = {1: ("5a2ce0b_1", 1), 0: ("5a1ce0a_1", 0)}
+    (gold,) = pool.workers[0].env.gold_actions("5a1ce0a_1")
+    steps = [
+        {
+            1: AgentAction(content="print(apis.supervisor.show_profile()['first_name'])"),
+            0: AgentAction(content="x = 1"),
+        },
+        {0: gold, 1: AgentAction(content=WRONG["5a2ce0b_1"])},
+    ]
+    sequential = [{s: pool.workers[s].reset(*job) for s, job in jobs.items()}]
+    sequential += [{s: pool.workers[s].step(a) for s, a in actions.items()} for actions in steps]
+    # No slot's call goes on before the other's has started: one after another would time out.
+    both_in = threading.Barrier(2, timeout=10)
+    for worker in pool.workers:
+        for name in ("reset", "step"):
+            setattr(worker.env, name, _after(both_in, getattr(worker.env, name)))
+    concurrent = [pool.reset(jobs)] + [pool.step(actions) for actions in steps]
+    assert [list(r) for r in concurrent] == [[1, 0], [1, 0], [0, 1]]
+    assert concurrent == sequential
+    assert [sequential[-1][s][1] for s in (0, 1)] == [1.0, 0.0]
+    # A worker's exception surfaces, and only once the other slot's call has ended.
+    pool.reset(jobs)
+    with pytest.raises(TypeError, match="AgentAction"):
+        pool.step({1: "x = 1", 0: gold})
+    assert pool.workers[0].env._done and pool.workers[0].env._server is None
+    pool.close()
+
+
+def _after(barrier: threading.Barrier, call):
+    def wrapped(*args, **kwargs):
+        barrier.wait()
+        return call(*args, **kwargs)
+
+    return wrapped
 
 
 def test_fresh_servers_hold_no_secrets_are_recycled_and_shut_down_cleanly(monkeypatch):
