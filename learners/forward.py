@@ -1,8 +1,24 @@
-"""Log-probabilities of recorded tokens under a model (with or without grad)."""
+"""Logits of recorded tokens under a model, with a shared prefix encoded once.
+
+Siblings share their prompt (~70% of a τ³-airline episode), and SFT batches share the
+system prompt. :func:`backward_shared_prefix` encodes the prefix the sequences share once
+with gradient, runs their continuations against its keys/values in padded micro-batches
+(by a token budget), backpropagates each micro-batch's loss into detached copies of the
+prefix's keys/values, and finally sends the accumulated gradient through the prefix once:
+the same loss and gradient as encoding each sequence whole (Prefix Grouper, arXiv
+2506.05433), for one prefix pass instead of one per sequence. :func:`shared_prefix_logits`
+is the same computation without gradient (reference and teacher passes).
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+
 import torch
+from transformers import DynamicCache
+
+Sequence_ = tuple[Sequence[int], Sequence[int]]  # (context ids, ids whose logits are wanted)
 
 
 def _autocast(device: torch.device, dtype: torch.dtype | None):
@@ -10,38 +26,181 @@ def _autocast(device: torch.device, dtype: torch.dtype | None):
     return torch.autocast(device.type, dtype=dtype, enabled=dtype is not None)
 
 
-def token_logprobs(
+def _common_prefix(seqs: list[list[int]]) -> int:
+    n = min(len(s) for s in seqs)
+    for i in range(n):
+        if any(s[i] != seqs[0][i] for s in seqs[1:]):
+            return i
+    return n
+
+
+@dataclass
+class _Prefix:
+    length: int
+    kv: list[tuple[torch.Tensor, torch.Tensor]]  # per layer (1, H, S, D), as computed
+    last_logits: torch.Tensor  # (1, V): predicts the token after the prefix
+
+
+def _encode_prefix(model: torch.nn.Module, ids: list[int], autocast: torch.dtype | None) -> _Prefix:
+    device = next(model.parameters()).device
+    cache = DynamicCache()
+    with _autocast(device, autocast):
+        out = model(
+            input_ids=torch.tensor([ids], device=device),
+            cache=cache,
+            use_cache=True,
+            logits_to_keep=1,
+        )
+    kv = [(layer.keys, layer.values) for layer in cache.layers]
+    return _Prefix(len(ids), kv, out.logits[:, -1])
+
+
+def _micro_batches(items: list[list[int]], max_tokens: int) -> Iterator[list[int]]:
+    """Indices of consecutive items, batched while rows × longest row <= ``max_tokens``."""
+    batch: list[int] = []
+    for i, ids in enumerate(items):
+        longest = max([len(items[j]) for j in batch] + [len(ids)])
+        if batch and (len(batch) + 1) * longest > max_tokens:
+            yield batch
+            batch = []
+        batch.append(i)
+    if batch:
+        yield batch
+
+
+def _continuation_logits(
     model: torch.nn.Module,
-    prompt_ids: list[int],
-    ids: list[int],
-    temperature: float = 1.0,
-    autocast_dtype: torch.dtype | None = None,
-) -> torch.Tensor:
-    """``(T,)`` log p(ids[t] | prompt, ids[:t]) for the T = len(ids) recorded tokens.
+    prefix: _Prefix,
+    kv: list[tuple[torch.Tensor, torch.Tensor]],
+    last_logits: torch.Tensor,
+    rows: list[list[int]],
+    first: list[int],
+    autocast: torch.dtype | None,
+) -> list[torch.Tensor]:
+    """Per row, the ``(T, V)`` logits predicting ``row[first:]``; row tokens follow the
+    prefix (right-padded, so real tokens never attend to padding)."""
+    device = next(model.parameters()).device
+    batch, longest = len(rows), max(len(r) for r in rows)
+    tokens = torch.zeros(batch, longest, dtype=torch.long, device=device)  # (B, L)
+    mask = torch.zeros(batch, prefix.length + longest, dtype=torch.long, device=device)
+    mask[:, : prefix.length] = 1
+    for b, row in enumerate(rows):
+        tokens[b, : len(row)] = torch.tensor(row, device=device)
+        mask[b, prefix.length : prefix.length + len(row)] = 1
+    positions = torch.arange(prefix.length, prefix.length + longest, device=device)
+    cache = (
+        DynamicCache(
+            ddp_cache_data=[
+                (k.expand(batch, -1, -1, -1), v.expand(batch, -1, -1, -1)) for k, v in kv
+            ]
+        )
+        if prefix.length
+        else DynamicCache()
+    )
+    with _autocast(device, autocast):
+        out = model(
+            input_ids=tokens,
+            attention_mask=mask,
+            position_ids=positions.expand(batch, -1),
+            cache=cache,
+            use_cache=True,
+        )
+    logits = []
+    for b, (row, start) in enumerate(zip(rows, first, strict=True)):
+        # the logit predicting row[t] sits at t-1; for t = 0 it is the prefix's last one
+        body = out.logits[b, max(start - 1, 0) : len(row) - 1]
+        head = [last_logits] if start == 0 else []
+        logits.append(torch.cat([*head, body]).float())
+    return logits
+
+
+def _split(items: list[Sequence_]) -> tuple[list[int], list[list[int]], list[int]]:
+    """The shared prefix, each item's tokens after it, and where its wanted ids start
+    (the prefix ends before every wanted id: its last logits predict the first)."""
+    fulls = [list(context) + list(ids) for context, ids in items]
+    if any(not context for context, _ in items) or any(not ids for _, ids in items):
+        raise ValueError("every sequence needs a non-empty context and non-empty ids")
+    shared = min(_common_prefix(fulls), min(len(context) for context, _ in items))
+    rows = [full[shared:] for full in fulls]
+    first = [len(context) - shared for context, _ in items]
+    return fulls[0][:shared], rows, first
+
+
+def backward_shared_prefix(
+    model: torch.nn.Module,
+    items: list[Sequence_],
+    loss_of: Callable[[int, torch.Tensor], torch.Tensor],
+    autocast: torch.dtype | None,
+    max_tokens: int,
+) -> None:
+    """For each item ``i = (context, ids)``: ``loss_of(i, logits)`` with ``logits`` the
+    ``(len(ids), V)`` fp32 logits predicting ``ids`` (with gradient); backpropagates the sum
+    of the losses. Micro-batches hold at most ``max_tokens`` continuation tokens."""
+    prefix_ids, rows, first = _split(items)
+    prefix = _encode_prefix(model, prefix_ids, autocast) if prefix_ids else _Prefix(0, [], None)
+    # Detached leaves: each micro-batch's backward stops here and accumulates into them.
+    kv = [(k.detach().requires_grad_(), v.detach().requires_grad_()) for k, v in prefix.kv]
+    last = prefix.last_logits.detach().requires_grad_() if prefix_ids else None
+    for batch in _micro_batches(rows, max_tokens):
+        logits = _continuation_logits(
+            model,
+            prefix,
+            kv,
+            last,
+            [rows[i] for i in batch],
+            [first[i] for i in batch],
+            autocast,
+        )
+        loss = sum(loss_of(i, out) for i, out in zip(batch, logits, strict=True))
+        if loss.requires_grad:
+            loss.backward()
+    if not prefix_ids:
+        return
+    outputs, grads = [], []
+    for (k, v), (k_leaf, v_leaf) in zip(prefix.kv, kv, strict=True):
+        outputs += [k, v]
+        grads += [k_leaf.grad, v_leaf.grad]
+    outputs.append(prefix.last_logits)
+    grads.append(last.grad)
+    pairs = [(o, g) for o, g in zip(outputs, grads, strict=True) if g is not None]
+    if pairs:
+        torch.autograd.backward([o for o, _ in pairs], [g for _, g in pairs])
+
+
+@torch.no_grad()
+def shared_prefix_logits(
+    model: torch.nn.Module,
+    items: list[Sequence_],
+    autocast: torch.dtype | None,
+    max_tokens: int,
+) -> list[torch.Tensor]:
+    """Per item ``(context, ids)``, the ``(len(ids), V)`` fp32 logits predicting ``ids``,
+    without gradient; the shared prefix is encoded once."""
+    prefix_ids, rows, first = _split(items)
+    prefix = _encode_prefix(model, prefix_ids, autocast) if prefix_ids else _Prefix(0, [], None)
+    out: list[torch.Tensor] = [torch.empty(0)] * len(items)
+    for batch in _micro_batches(rows, max_tokens):
+        logits = _continuation_logits(
+            model,
+            prefix,
+            prefix.kv,
+            prefix.last_logits,
+            [rows[i] for i in batch],
+            [first[i] for i in batch],
+            autocast,
+        )
+        for i, row_logits in zip(batch, logits, strict=True):
+            out[i] = row_logits
+    return out
+
+
+def token_logprobs(logits: torch.Tensor, ids: Sequence[int], temperature: float = 1.0):
+    """``(T,)`` log p(ids[t]) from the ``(T, V)`` logits predicting them.
 
     ``temperature`` must be the sampling temperature (1 for greedy) so that ratios with
     the behaviour log-probs compare the same distribution.
     """
-    device = next(model.parameters()).device
-    full = torch.tensor([prompt_ids + ids], device=device)  # (1, P+T)
-    with _autocast(device, autocast_dtype):
-        logits = model(input_ids=full[:, :-1]).logits[0, -len(ids) :].float()  # (T, V)
     if temperature != 1.0:
         logits = logits / temperature
-    targets = full[0, -len(ids) :]  # (T,)
+    targets = torch.tensor(list(ids), device=logits.device)  # (T,)
     return torch.log_softmax(logits, dim=-1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
-
-
-def response_logits(
-    model: torch.nn.Module,
-    prompt_ids: list[int],
-    ids: list[int],
-    positions: torch.Tensor,
-    autocast_dtype: torch.dtype | None = None,
-) -> torch.Tensor:
-    """``(R, V)`` fp32 next-token logits that predicted ``ids[positions]``."""
-    device = next(model.parameters()).device
-    full = torch.tensor([prompt_ids + ids], device=device)  # (1, P+T)
-    with _autocast(device, autocast_dtype):
-        logits = model(input_ids=full[:, :-1]).logits[0, -len(ids) :]  # (T, V)
-    return logits[positions].float()

@@ -55,9 +55,7 @@ class GRPO(Learner):
     def logprobs(self, x: LossInput) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """New (with grad) and old log-probs, and the response mask, all ``(T,)``."""
         e = x.episode
-        new = token_logprobs(
-            x.model, x.group.prompt_ids, e.ids, self.context.temperature, self.context.autocast
-        )
+        new = token_logprobs(x.logits, e.ids, self.context.temperature)
         if self.config.old_logprobs == "recompute":
             old = new.detach()
         else:

@@ -6,9 +6,10 @@ from dataclasses import dataclass
 
 import torch
 
-from learners.forward import token_logprobs
+from agents.episode import EpisodeGroup
+from learners.forward import shared_prefix_logits, token_logprobs
 from learners.grpo import GRPO, GRPOConfig
-from learners.registry import LossInput, register_learner
+from learners.registry import LearnerContext, LossInput, register_learner
 
 
 @dataclass
@@ -27,17 +28,32 @@ def k3(new: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
 class GRPOKL(GRPO):
     needs_reference = True
 
+    def __init__(self, config: GRPOKLConfig, context: LearnerContext):
+        super().__init__(config, context)
+        self._group: EpisodeGroup | None = None  # the group _reference belongs to
+        self._reference: list[torch.Tensor] = []
+
+    def reference_logprobs(self, x: LossInput) -> torch.Tensor:
+        """``(T,)`` log-probs of the episode under the frozen reference; the whole group is
+        scored in one shared-prefix pass, the first time one of its episodes asks."""
+        if x.group is not self._group:
+            items = [(x.group.prompt_ids, e.ids) for e in x.group.episodes]
+            logits = shared_prefix_logits(
+                self.context.reference,
+                items,
+                self.context.autocast,
+                self.context.max_tokens_per_forward,
+            )
+            self._reference = [
+                token_logprobs(lg, e.ids, self.context.temperature)
+                for lg, e in zip(logits, x.group.episodes, strict=True)
+            ]
+            self._group = x.group
+        return self._reference[x.index]
+
     def loss(self, x: LossInput) -> tuple[torch.Tensor, dict[str, float]]:
         new, old, mask = self.logprobs(x)
         loss, metrics = self.pg_loss(x, new, old, mask)
-        with torch.no_grad():
-            reference = token_logprobs(
-                self.context.reference,
-                x.group.prompt_ids,
-                x.episode.ids,
-                self.context.temperature,
-                self.context.autocast,
-            )
-        kl = (k3(new, reference) * mask).sum() * x.scale
+        kl = (k3(new, self.reference_logprobs(x)) * mask).sum() * x.scale
         metrics["loss/kl"] = float(kl.detach())
         return loss + self.config.kl_coef * kl, metrics

@@ -1,9 +1,11 @@
 """Learners: each says only how its loss differs; the loop (learners/train.py) is shared.
 
 A learner is a class registered by name with :func:`register_learner`, built from its
-config dataclass. The loop gives it one episode at a time (:class:`LossInput`) and sums
-what :meth:`Learner.loss` returns; advantages always come from the credit method the
-learner names (``credit_method``): learners never compute advantages themselves.
+config dataclass. The loop gives it one episode at a time (:class:`LossInput`, with the
+policy's logits from one shared-prefix forward of the whole group,
+:func:`learners.forward.backward_shared_prefix`) and sums what :meth:`Learner.loss`
+returns; advantages always come from the credit method the learner names
+(``credit_method``): learners never compute advantages themselves.
 
 To add a learner: write ``learners/<name>.py`` with a config dataclass and a ``Learner``
 subclass decorated ``@register_learner("<name>", Config)``, import it in
@@ -31,7 +33,7 @@ class LossInput:
     """One episode of the batch, with everything a loss may need."""
 
     model: torch.nn.Module
-    """The trainable policy (gradients flow into it)."""
+    """The trainable policy (for passes under other contexts, e.g. a teacher prompt)."""
     group: EpisodeGroup
     index: int
     """The episode's index in ``group.episodes``."""
@@ -40,6 +42,8 @@ class LossInput:
     scale: float
     """Multiplies the masked token sum: 1/(batch response tokens) for token-mean
     aggregation, 1/(batch episodes x episode tokens) for sequence-mean."""
+    logits: torch.Tensor
+    """``(T, V)`` fp32 logits of the policy predicting ``episode.ids``, with gradient."""
 
     @property
     def episode(self) -> Episode:
@@ -54,6 +58,8 @@ class LearnerContext:
     """The rollout temperature: log-probs are recomputed at it (1 for greedy)."""
     autocast: torch.dtype | None
     """Forward dtype over fp32 master weights (None: fp32)."""
+    max_tokens_per_forward: int = 16_384
+    """Micro-batch budget of every forward: rows x longest continuation."""
     reference: torch.nn.Module | None = None
     """A frozen copy of the initial policy, for learners with ``needs_reference``."""
     teacher: Teacher | None = None

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 
 from agents.episode import Episode, EpisodeGroup
-from learners.forward import response_logits
+from learners.forward import shared_prefix_logits
 from learners.registry import Learner, LearnerContext, LossInput, register_learner
 
 TEACHER_TITLE = "A successful attempt at this task (training only):"
@@ -96,14 +96,14 @@ class SDPODistill:
             return torch.zeros((), requires_grad=True), {"loss/sd_masked": 1.0}
         prompts = self.context.teacher.prompts
         teacher_ids = prompts.teacher_prompt_ids(x.group, render_sibling(sibling))
-        student = response_logits(
-            x.model, x.group.prompt_ids, e.ids, positions, self.context.autocast
+        student = x.logits[positions]  # (R, V)
+        (teacher,) = shared_prefix_logits(
+            self.teacher_model or x.model,
+            [(teacher_ids, e.ids)],
+            self.context.autocast,
+            self.context.max_tokens_per_forward,
         )
-        with torch.no_grad():
-            teacher_model = self.teacher_model or x.model
-            teacher = response_logits(
-                teacher_model, teacher_ids, e.ids, positions, self.context.autocast
-            )
+        teacher = teacher[positions]  # (R, V)
         t = self.context.temperature
         student_logp = torch.log_softmax(student / t, dim=-1)  # (R, V)
         teacher_logp = torch.log_softmax(teacher / t, dim=-1)  # (R, V)

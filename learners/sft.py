@@ -17,7 +17,7 @@ import torch
 
 from agents.episode import Episode, EpisodeGroup
 from agents.precision import resolve_dtype
-from learners.forward import token_logprobs
+from learners.forward import backward_shared_prefix, shared_prefix_logits, token_logprobs
 
 
 @dataclass(frozen=True)
@@ -34,6 +34,9 @@ class SFTConfig:
     """Gradient clipping."""
     max_tokens: int = 4096
     """Longer episodes are cut to their last ``max_tokens`` tokens after the prompt."""
+    max_tokens_per_forward: int = 16_384
+    """A batch's episodes (after the prompt they share, encoded once) go in micro-batches of
+    at most this many padded tokens, gradients accumulated (toolgym choice)."""
     autocast: str = "auto"
     """Forward dtype over the fp32 weights: ``auto`` (the faster of bf16/fp32 here,
     :mod:`agents.precision`), ``bfloat16``, ``float16`` or ``float32`` (no autocast)."""
@@ -41,20 +44,44 @@ class SFTConfig:
     """Shuffling seed."""
 
 
-def nll(
-    model: torch.nn.Module,
-    prompt_ids: list[int],
-    episode: Episode,
-    config: SFTConfig,
-    autocast: torch.dtype | None = None,
-):
-    """Mean negative log-likelihood over the episode's response tokens, and their count."""
-    ids, mask = episode.ids, episode.response_mask
-    if len(ids) > config.max_tokens:
-        ids, mask = ids[-config.max_tokens :], mask[-config.max_tokens :]
-    logprobs = token_logprobs(model, prompt_ids, ids, autocast_dtype=autocast)  # (T,)
+def _window(episode: Episode, config: SFTConfig) -> tuple[list[int], list[int]]:
+    """The ids and response mask trained on: the last ``max_tokens`` after the prompt."""
+    return episode.ids[-config.max_tokens :], episode.response_mask[-config.max_tokens :]
+
+
+def _nll(logits: torch.Tensor, ids: list[int], mask: list[int]) -> torch.Tensor:
+    """Mean negative log-likelihood of the masked ``ids`` from ``(T, V)`` logits."""
+    logprobs = token_logprobs(logits, ids)  # (T,)
     weights = torch.tensor(mask, dtype=logprobs.dtype)  # (T,)
-    return -(logprobs * weights).sum() / weights.sum().clamp(min=1), int(weights.sum())
+    return -(logprobs * weights).sum() / weights.sum().clamp(min=1)
+
+
+def nll(model: torch.nn.Module, prompt_ids: list[int], episode: Episode, config: SFTConfig):
+    """The SFT loss of one episode, without gradient (for evaluation)."""
+    ids, mask = _window(episode, config)
+    (logits,) = shared_prefix_logits(model, [(prompt_ids, ids)], None, config.max_tokens)
+    return _nll(logits, ids, mask)
+
+
+def _backward_batch(
+    model: torch.nn.Module,
+    batch: list[tuple[list[int], Episode]],
+    config: SFTConfig,
+    autocast: torch.dtype | None,
+) -> tuple[list[float], int]:
+    """Backpropagate the batch's mean loss; per-episode losses and the tokens trained on.
+    The batch's episodes share the system prompt: it is encoded once."""
+    windows = [_window(episode, config) for _, episode in batch]
+    losses: list[float] = []
+
+    def loss_of(i: int, logits: torch.Tensor) -> torch.Tensor:
+        loss = _nll(logits, *windows[i])
+        losses.append(loss.item())
+        return loss / len(batch)
+
+    items = [(prompt_ids, ids) for (prompt_ids, _), (ids, _) in zip(batch, windows, strict=True)]
+    backward_shared_prefix(model, items, loss_of, autocast, config.max_tokens_per_forward)
+    return losses, sum(sum(mask) for _, mask in windows)
 
 
 def _batches(
@@ -89,12 +116,7 @@ def train_sft(
         start = time.perf_counter()
         batch = next(batches)
         optimizer.zero_grad(set_to_none=True)
-        losses, tokens = [], 0
-        for prompt_ids, episode in batch:
-            loss, n = nll(model, prompt_ids, episode, config, autocast)
-            (loss / len(batch)).backward()
-            losses.append(loss.item())
-            tokens += n
+        losses, tokens = _backward_batch(model, batch, config, autocast)
         grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm)
         optimizer.step()
         metrics = {

@@ -35,6 +35,7 @@ from credit.types import TokenAdvantages
 from envs.core import ToolUseEnv
 from learners.checkpoint import load_trainer_state, save_checkpoint
 from learners.evaluate import do_nothing_floor, evaluate_policy, write_eval
+from learners.forward import backward_shared_prefix
 from learners.metrics import episode_metrics
 from learners.registry import Learner, LearnerContext, LossInput, get_learner
 
@@ -62,6 +63,11 @@ class TrainConfig:
     autocast: str = "auto"
     """Forward dtype over fp32 master weights: ``auto`` (the faster of bf16/fp32 here,
     :mod:`agents.precision`), ``bfloat16``, ``float16`` or ``float32`` (no autocast)."""
+    max_tokens_per_forward: int = 16_384
+    """Memory bound of the learner's forwards: a sibling group's continuations (after its
+    shared prompt, encoded once) go in micro-batches of at most this many padded tokens,
+    their gradients accumulated (the same update). 16,384 = one longest response of the
+    paper's Tables 3-4 (toolgym choice)."""
     eval_every: int = 0
     """Held-out evaluation every k steps (0: only after the last step)."""
     eval_tasks: int | None = None
@@ -143,6 +149,7 @@ class Trainer:
         self.context = LearnerContext(
             temperature=parts.rollout.sampling.temperature or 1.0,
             autocast=self.precision.autocast,
+            max_tokens_per_forward=config.max_tokens_per_forward,
             reference=reference,
             teacher=Teacher(model=parts.sampler_model, prompts=prompts, analyst=parts.analyst),
         )
@@ -267,18 +274,21 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         items = [(g, j) for g in groups for j in range(len(g.episodes))]
         total_tokens = sum(sum(g.episodes[j].response_mask) for g, j in items)
+        scales = [
+            1.0 / max(total_tokens, 1)
+            if self.config.loss_aggregation == "token-mean"
+            else 1.0 / (len(items) * max(sum(g.episodes[j].response_mask), 1))
+            for g, j in items
+        ]
         sums: dict[str, float] = defaultdict(float)
-        for (group, j), adv in zip(items, advantages.advantages, strict=True):
-            tokens = max(sum(group.episodes[j].response_mask), 1)
-            if self.config.loss_aggregation == "token-mean":
-                scale = 1.0 / max(total_tokens, 1)
-            else:
-                scale = 1.0 / (len(items) * tokens)
-            loss, m = self.learner.loss(LossInput(model, group, j, adv, scale))
-            if loss.requires_grad:
-                loss.backward()
-            for k, v in m.items():
+        start = 0
+        for group in groups:
+            end = start + len(group.episodes)
+            for k, v in backward_group(
+                self.learner, model, group, advantages.advantages[start:end], scales[start:end]
+            ).items():
                 sums[k] += v
+            start = end
         grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), self.config.max_grad_norm)
         self.optimizer.step()
         self.learner.after_step(model)
@@ -318,6 +328,29 @@ class Trainer:
         if len(weights) and not torch.all(weights == 1):
             (self.run_dir / "weights").mkdir(exist_ok=True)
             np.save(self.run_dir / "weights" / f"step_{step}.npy", weights.numpy())
+
+
+def backward_group(
+    learner: Learner,
+    model: torch.nn.Module,
+    group: EpisodeGroup,
+    advantages: list[torch.Tensor],
+    scales: list[float],
+) -> dict[str, float]:
+    """Backpropagate the learner's loss over one sibling group, the shared prompt encoded
+    once (:func:`learners.forward.backward_shared_prefix`); returns summed metrics."""
+    sums: dict[str, float] = defaultdict(float)
+
+    def loss_of(j: int, logits: torch.Tensor) -> torch.Tensor:
+        loss, metrics = learner.loss(LossInput(model, group, j, advantages[j], scales[j], logits))
+        for k, v in metrics.items():
+            sums[k] += v
+        return loss
+
+    items = [(group.prompt_ids, e.ids) for e in group.episodes]
+    context = learner.context
+    backward_shared_prefix(model, items, loss_of, context.autocast, context.max_tokens_per_forward)
+    return sums
 
 
 def _frozen_copy(model: torch.nn.Module) -> torch.nn.Module:

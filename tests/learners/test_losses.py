@@ -3,55 +3,13 @@ the SGCD properties of the paper's Appendix A, k3, SDPO's masking."""
 
 import pytest
 import torch
+from learner_helpers import whole_logits
 
-from agents.credit_prompts import ChatTaskPrompts
-from agents.env_pool import EnvSpec, LocalEnvPool
-from agents.generation import ScriptedGenerator
-from agents.rollout import Policy, RolloutConfig, rollout_groups
-from agents.tool_format import format_action
 from credit import get_credit
-from credit.teacher import Teacher
 from learners.grpo import GRPO, GRPOConfig, clipped_surrogate
 from learners.grpo_kl import k3
 from learners.registry import LearnerContext, LossInput
 from learners.sdpo import SDPO, SDPOConfig
-
-SPEC = EnvSpec({"name": "airline_mini", "split": "train"})
-TASK = "6"  # a cancellation the policy allows: gold replay wins, "Sorry." fails
-
-
-class FixedAnalyst:
-    """Stands in for the external credit LLM (a real one needs a network)."""
-
-    model = "fixed-analyst"
-    supports_temperature = True
-
-    def complete(self, messages, *, temperature, seed):
-        return "Step 1: look up the reservation. Step 2: cancel it only if the policy allows."
-
-
-@pytest.fixture(scope="module")
-def setup(tiny_chat):
-    torch.manual_seed(0)
-    from agents.model import ModelConfig, load_model
-
-    model, _ = load_model(ModelConfig(name="tiny-random", dtype="float32"))
-    env = SPEC.build()
-    win = [format_action(a) for a in env.gold_actions(TASK)]
-    scripts = {0: win, 1: ["Sorry."], 2: win, 3: ["Sorry, I cannot do that."]}
-    policy = Policy(tiny_chat, ScriptedGenerator(tiny_chat.render_sft_target, scripts))
-    (group,) = rollout_groups(LocalEnvPool(SPEC, 4), policy, [TASK], 0, RolloutConfig(n=4))
-    assert group.is_mixed and group.rewards == [1.0, 0.0, 1.0, 0.0]
-    # behaviour log-probs a little off-policy, so that the clip is active somewhere
-    g = torch.Generator().manual_seed(1)
-    for e in group.episodes:
-        e.logprobs = [
-            lp - 0.5 * float(torch.rand(1, generator=g)) if m else 0.0
-            for lp, m in zip(e.logprobs, e.response_mask, strict=True)
-        ]
-    prompts = ChatTaskPrompts(tiny_chat, env.task_labels, "Reference:")
-    teacher = Teacher(model=model, prompts=prompts, analyst=FixedAnalyst())
-    return model, group, teacher
 
 
 def _context(teacher):
@@ -65,7 +23,7 @@ def test_grpo_loss_and_gradient_equal_a_from_scratch_recomputation(setup):
     total = sum(sum(e.response_mask) for e in group.episodes)
     model.zero_grad()
     loss = sum(
-        learner.loss(LossInput(model, group, j, a, 1 / total))[0]
+        learner.loss(LossInput(model, group, j, a, 1 / total, whole_logits(model, group, j)))[0]
         for j, a in enumerate(adv.advantages)
     )
     loss.backward()
@@ -110,7 +68,7 @@ def test_sgcd_appendix_a_properties(setup):
     j = 0
     e = group.episodes[j]
     learner = GRPO(GRPOConfig(old_logprobs="behaviour"), _context(teacher))
-    x = LossInput(model, group, j, grpo.advantages[j], 1.0)
+    x = LossInput(model, group, j, grpo.advantages[j], 1.0, whole_logits(model, group, j))
     new, old, mask = learner.logprobs(x)
     w = sgcd.weights[j]
     l_grpo, _ = clipped_surrogate(new, old, grpo.advantages[j], 0.2, 0.2)
@@ -144,10 +102,13 @@ def test_sdpo_masks_episodes_without_another_successful_sibling(setup):
     learner = SDPO(SDPOConfig(), _context(teacher))
     adv = get_credit("grpo").assign([group], None, get_credit("grpo").make_config())
     losses = [
-        learner.loss(LossInput(model, group, j, a, 1e-3)) for j, a in enumerate(adv.advantages)
+        learner.loss(LossInput(model, group, j, a, 1e-3, whole_logits(model, group, j)))
+        for j, a in enumerate(adv.advantages)
     ]
     assert all(m["loss/sd_masked"] == 0.0 for _, m in losses)  # two winners teach each other
     assert all(loss.item() > 0 and loss.requires_grad for loss, _ in losses)
     lonely = type(group)(group.task_id, group.category, group.prompt_ids, group.episodes[:2])
-    _, m = learner.loss(LossInput(model, lonely, 0, adv.advantages[0], 1e-3))
+    _, m = learner.loss(
+        LossInput(model, lonely, 0, adv.advantages[0], 1e-3, whole_logits(model, lonely, 0))
+    )
     assert m["loss/sd_masked"] == 1.0  # its only successful sibling is itself

@@ -57,8 +57,8 @@ def test_sft_lowers_the_loss_on_its_records(gold, tiny_fresh):
     groups, _ = gold
     model, _ = tiny_fresh
     config = SFTConfig(steps=8, batch_episodes=3, lr=3e-3, autocast="float32", max_tokens=1024)
-    before = [nll(model, g.prompt_ids, g.episodes[0], config)[0].item() for g in groups]
+    before = [nll(model, g.prompt_ids, g.episodes[0], config).item() for g in groups]
     history = train_sft(model, groups, config)
-    after = [nll(model, g.prompt_ids, g.episodes[0], config)[0].item() for g in groups]
+    after = [nll(model, g.prompt_ids, g.episodes[0], config).item() for g in groups]
     assert len(history) == 8 and all("loss/sft" in h for h in history)
     assert sum(after) < 0.8 * sum(before)

@@ -1,0 +1,115 @@
+"""The shared-prefix forward equals encoding each sequence whole: log-probs, and every
+learner's loss, metrics and gradient, whether a group fits one micro-batch or many."""
+
+import copy
+
+import pytest
+import torch
+from learner_helpers import whole_logits
+
+from agents.model import ModelConfig, load_model
+from credit import get_credit
+from learners.forward import shared_prefix_logits, token_logprobs
+from learners.registry import LearnerContext, LossInput, get_learner
+from learners.sft import SFTConfig, _backward_batch, _nll, _window
+from learners.train import backward_group
+
+# a random model moves little between contexts: let any relative spike count (SGCD, GEAR)
+SPIKES = {"credit": {"saliency": {"min_spike_divergence": 0.0}}}
+LEARNERS = {"grpo": {}, "grpo_kl": {"kl_coef": 0.5}, "sdpo": {}, "sgcd": SPIKES, "gear": SPIKES}
+ONE_ROW = 1  # a token budget so small that every micro-batch holds one sibling
+
+
+def _flat_grad(model):
+    return torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None])
+
+
+def _assert_close_relative(actual, expected, rtol=1e-5):
+    assert expected.norm() > 0
+    assert (actual - expected).norm() <= rtol * expected.norm()
+
+
+def _logprobs_match(model, group, budget):
+    items = [(group.prompt_ids, e.ids) for e in group.episodes]
+    shared = shared_prefix_logits(model, items, None, budget)
+    with torch.no_grad():
+        for j, (logits, e) in enumerate(zip(shared, group.episodes, strict=True)):
+            expected = token_logprobs(whole_logits(model, group, j), e.ids)
+            torch.testing.assert_close(
+                token_logprobs(logits, e.ids), expected, atol=1e-5, rtol=1e-5
+            )
+
+
+@pytest.mark.parametrize("budget", [16_384, ONE_ROW])
+def test_shared_prefix_logprobs_equal_whole_sequences(setup, budget):
+    model, group, _ = setup
+    _logprobs_match(model, group, budget)
+
+
+def test_smollm2_shared_prefix_logprobs_equal_whole_sequences(setup):
+    _, group, _ = setup
+    model, _ = load_model(ModelConfig(name="smollm2", dtype="float32"))
+    _logprobs_match(model, group, 16_384)
+
+
+@pytest.mark.parametrize("budget", [16_384, ONE_ROW])
+@pytest.mark.parametrize("name", sorted(LEARNERS))
+def test_learner_loss_and_gradient_equal_the_per_episode_path(setup, name, budget):
+    model, group, teacher = setup
+    entry = get_learner(name)
+    reference = copy.deepcopy(model).requires_grad_(False)
+    with torch.no_grad():  # a reference away from the policy, so that the KL term pulls
+        for p in reference.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    context = LearnerContext(
+        temperature=1.0,
+        autocast=None,
+        reference=reference,
+        teacher=teacher,
+        max_tokens_per_forward=budget,
+    )
+    learner = entry.learner_class(entry.make_config(LEARNERS[name]), context)
+    credit = get_credit(learner.credit_method)
+    advantages = credit.assign(
+        [group], teacher, credit.make_config(learner.credit_config())
+    ).advantages
+    total = sum(sum(e.response_mask) for e in group.episodes)
+    scales = [1.0 / total] * len(group.episodes)
+
+    model.zero_grad()
+    shared_metrics = backward_group(learner, model, group, advantages, scales)
+    shared_grad = _flat_grad(model)
+
+    model.zero_grad()
+    episode_metrics = {}
+    for j, a in enumerate(advantages):
+        x = LossInput(model, group, j, a, scales[j], whole_logits(model, group, j))
+        loss, metrics = learner.loss(x)
+        loss.backward()
+        for k, v in metrics.items():
+            episode_metrics[k] = episode_metrics.get(k, 0.0) + v
+    _assert_close_relative(shared_grad, _flat_grad(model))
+    assert shared_metrics.keys() == episode_metrics.keys()
+    for k, v in episode_metrics.items():
+        assert shared_metrics[k] == pytest.approx(v, rel=1e-4, abs=1e-7), k
+
+
+@pytest.mark.parametrize("budget", [16_384, ONE_ROW])
+def test_sft_gradient_equals_the_per_episode_path(setup, budget):
+    model, group, _ = setup
+    config = SFTConfig(max_tokens=300, max_tokens_per_forward=budget)
+    batch = [(group.prompt_ids, e) for e in group.episodes]
+    model.zero_grad()
+    losses, _ = _backward_batch(model, batch, config, None)
+    shared_grad = _flat_grad(model)
+    model.zero_grad()
+    expected = []
+    for prompt_ids, episode in batch:
+        ids, mask = _window(episode, config)
+        p = len(prompt_ids)
+        logits = model(input_ids=torch.tensor([prompt_ids + ids])).logits[0, p - 1 : -1]
+        loss = _nll(logits, ids, mask)
+        (loss / len(batch)).backward()
+        expected.append(loss.item())
+    assert losses == pytest.approx(expected, rel=1e-5)
+    _assert_close_relative(shared_grad, _flat_grad(model))
