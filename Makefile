@@ -8,7 +8,7 @@ APPWORLD_VENV ?= .venv-appworld
 APPWORLD_STAMP := $(APPWORLD_VENV)/.installed
 APPWORLD_WORLD := .cache/appworld-synthetic
 
-.PHONY: run test test-slow lint bench appworld clean
+.PHONY: run test test-slow lint bench bench-quick appworld clean
 
 $(STAMP): pyproject.toml requirements/lock.txt
 	$(PYTHON) -m venv $(VENV)
@@ -68,8 +68,12 @@ test-slow: $(STAMP) $(APPWORLD_WORLD)/STAMP
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 
-bench: $(STAMP)
-	$(PY) bench/env_step.py
+# Throughput figures side by side on this machine, ending with a line of ratios.
+bench: $(STAMP) $(APPWORLD_WORLD)/STAMP
+	$(PY) -m bench.run
+
+bench-quick: $(STAMP) $(APPWORLD_WORLD)/STAMP
+	$(PY) -m bench.run --quick
 
 clean:
 	rm -rf $(VENV) $(APPWORLD_VENV) $(APPWORLD_WORLD) outputs multirun

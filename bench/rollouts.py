@@ -4,7 +4,7 @@
 
 Three arms play the same n siblings of the same task (same env seeds, sampling settings
 and token budget) with SmolLM2 in the dtype ``auto`` picks, alternating arm by arm after
-one untimed warm-up round:
+one untimed warm-up episode each:
 
 * cached -- one batch per env step, each episode's keys/values kept across turns and the
   shared prompt encoded once (the default);
@@ -46,9 +46,9 @@ def measure(
     quick: bool, env: str | None = None, n: int = 8, max_new_tokens: int | None = None
 ) -> tuple[list[str], dict[str, float]]:
     env = env or ("airline_mini" if quick else "tau3_airline")
-    max_new_tokens = max_new_tokens or (16 if quick else 48)
-    repeats = 1 if quick else 3
-    max_steps = 3 if quick else 8  # assistant messages per episode: bounds each arm's time
+    max_new_tokens = max_new_tokens or (16 if quick else 32)
+    repeats = 1 if quick else 2
+    max_steps = 2 if quick else 4  # assistant messages per episode: bounds each arm's time
     rollout_cfg = {"backend": "hf", "chat_format": {"tool_schema_style": "signature"}}
     arms = {}
     for name, kv_cache in (("cached", True), ("re-encode", False)):
@@ -63,14 +63,14 @@ def measure(
         sampling=SamplingConfig(temperature=1.0, max_new_tokens=max_new_tokens),
         max_context_tokens=None,
     )
+    for policy in arms.values():  # warm-up, untimed: one episode per arm
+        _play(pool, policy, [(task, 999)], config, [999])
     runs: dict[str, list[tuple[float, int, int]]] = {name: [] for name in arms}
-    for r in range(repeats + 1):  # round 0 warms every arm up, untimed
+    for r in range(repeats):
         jobs = [(task, 1000 * r + k) for k in range(n)]
         for name, policy in arms.items():
             seeds = [r] if name != "one at a time" else [100 * r + k for k in range(n)]
-            figures = _play(pool, policy, jobs, config, seeds)
-            if r:
-                runs[name].append(figures)
+            runs[name].append(_play(pool, policy, jobs, config, seeds))
     pool.close()
     rates = {
         name: (

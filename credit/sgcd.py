@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from agents.chat import ChatBackendError
 from agents.episode import EpisodeGroup
 from credit.group_relative import (
     GroupRelativeConfig,
@@ -146,30 +147,29 @@ def _teacher_contexts(
 ) -> dict[int, str]:
     """Teacher context text per mixed group; reference diagnostics go into ``diagnostics``."""
     if config.teacher_context == "successful_sibling":
-        contexts = {}
-        for i, sanitize in sanitizers.items():
-            winner = min(
-                (j for j, e in enumerate(groups[i].episodes) if e.success),
-                key=lambda j, g=groups[i]: len(g.episodes[j].ids),
-            )
-            episode = groups[i].episodes[winner]
-            trace = SiblingTrace(winner, True, render_trace(episode, sanitize))
-            contexts[i] = trace.block()
-        return contexts
+        return {i: _sibling_context(groups[i], s) for i, s in sanitizers.items()}
 
     analyst = teacher.analyst
     usage_before = _usage(analyst)
     started = time.perf_counter()
 
-    def write(i: int) -> CreditReference:
+    def write(i: int) -> CreditReference | None:
         instruction = teacher.prompts.instruction(groups[i])
-        return write_reference(groups[i], instruction, sanitizers[i], analyst, config.reference)
+        try:
+            return write_reference(groups[i], instruction, sanitizers[i], analyst, config.reference)
+        except ChatBackendError:  # the backend's own retries are spent: never fail the run for it
+            return None
 
     indices = list(sanitizers)
     workers = max(1, min(config.reference.max_concurrent_calls, len(indices)))
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        references = dict(zip(indices, pool.map(write, indices), strict=True))
+        written = dict(zip(indices, pool.map(write, indices), strict=True))
     diagnostics["credit/analyst_s"] = time.perf_counter() - started
+    # A group whose reference could not be written falls back to the "- sibling credit
+    # reference" ablation's context (Table 6): its shortest successful sibling.
+    failed = [i for i, r in written.items() if r is None]
+    diagnostics["credit/analyst_failures"] = float(len(failed))
+    references = {i: r for i, r in written.items() if r is not None}
     usage_after = _usage(analyst)
     for name, before in usage_before.items():
         diagnostics[f"credit/analyst_{name}"] = float(usage_after[name] - before)
@@ -186,7 +186,18 @@ def _teacher_contexts(
                 "credit/masked_values_mean": _mean([len(s.masked) for s in sanitizers.values()]),
             }
         )
-    return {i: r.text for i, r in references.items()}
+    fallbacks = {i: _sibling_context(groups[i], sanitizers[i]) for i in failed}
+    return {**{i: r.text for i, r in references.items()}, **fallbacks}
+
+
+def _sibling_context(group: EpisodeGroup, sanitize: Sanitizer) -> str:
+    """The shortest successful sibling's sanitized trace (the no-reference ablation)."""
+    winner = min(
+        (j for j, e in enumerate(group.episodes) if e.success),
+        key=lambda j: len(group.episodes[j].ids),
+    )
+    trace = SiblingTrace(winner, True, render_trace(group.episodes[winner], sanitize))
+    return trace.block()
 
 
 def _usage(analyst: object) -> dict[str, float]:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import torch
 from transformers import DynamicCache
 
-Sequence_ = tuple[Sequence[int], Sequence[int]]  # (context ids, ids whose logits are wanted)
+Item = tuple[Sequence[int], Sequence[int]]  # (context ids, ids whose logits are wanted)
 
 
 def _autocast(device: torch.device, dtype: torch.dtype | None):
@@ -114,7 +114,7 @@ def _continuation_logits(
     return logits
 
 
-def _split(items: list[Sequence_]) -> tuple[list[int], list[list[int]], list[int]]:
+def _split(items: list[Item]) -> tuple[list[int], list[list[int]], list[int]]:
     """The shared prefix, each item's tokens after it, and where its wanted ids start
     (the prefix ends before every wanted id: its last logits predict the first)."""
     fulls = [list(context) + list(ids) for context, ids in items]
@@ -128,7 +128,7 @@ def _split(items: list[Sequence_]) -> tuple[list[int], list[list[int]], list[int
 
 def backward_shared_prefix(
     model: torch.nn.Module,
-    items: list[Sequence_],
+    items: list[Item],
     loss_of: Callable[[int, torch.Tensor], torch.Tensor],
     autocast: torch.dtype | None,
     max_tokens: int,
@@ -170,7 +170,7 @@ def backward_shared_prefix(
 @torch.no_grad()
 def shared_prefix_logits(
     model: torch.nn.Module,
-    items: list[Sequence_],
+    items: list[Item],
     autocast: torch.dtype | None,
     max_tokens: int,
 ) -> list[torch.Tensor]:

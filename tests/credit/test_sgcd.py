@@ -2,6 +2,7 @@ import pytest
 import torch
 from credit_helpers import CharPrompts, RecordingAnalyst, make_episode, make_group
 
+from agents.chat import ChatBackendError
 from credit import Teacher, get_credit
 from credit.reference import ReferenceConfig
 from credit.reweight import rollout_credit
@@ -167,3 +168,21 @@ def test_excluded_tokens_are_left_out_of_segmentation(seed):
     reference = saliency(out.divergence[keep], h[keep], starts, config)
     torch.testing.assert_close(out.saliency[keep], reference.values)
     assert out.excluded == 2
+
+
+class FailingAnalyst(RecordingAnalyst):
+    """An analyst whose backend gave up (its retries spent)."""
+
+    def complete(self, messages, *, temperature, seed):
+        self.calls.append(messages)
+        raise ChatBackendError("overloaded after 4 retries")
+
+
+def test_a_failed_analyst_call_falls_back_to_the_no_reference_context(tiny_llama):
+    analyst = FailingAnalyst()
+    teacher, prompts = _teacher(tiny_llama, analyst)
+    out = _assign(_groups(), teacher)
+    assert len(analyst.calls) == 1 and out.diagnostics["credit/analyst_failures"] == 1.0
+    (context,) = prompts.contexts
+    assert context == "### Sibling 3 (outcome: success)\n[step 1] assistant: Cancelled.\n"
+    assert len(out.advantages) == 6

@@ -1,0 +1,163 @@
+"""The learner step: shared-prefix vs per-episode forward+backward, SGCD vs GRPO.
+
+    python bench/learner.py [--quick] [--env tau3_airline] [--n 8]
+
+One group of n SmolLM2 siblings sampled on the env (cached rollouts; rewards set
+alternately to 1 and 0 so that the group is mixed and SGCD's credit has work to do), the
+learner's fp32 weights under the autocast ``auto`` picks. Arms alternate after one untimed
+warm-up SGCD step:
+
+* per-episode -- each sibling's prompt + continuation encoded whole, forward+backward one
+  sibling at a time (the update before the shared-prefix forward);
+* shared-prefix -- ``learners.train.backward_group``: the prompt once, the continuations
+  in one micro-batch; the gradient must equal the per-episode one;
+* GRPO step / SGCD step -- credit assignment plus the update, SGCD with the local
+  analyst (SmolLM2 writing the credit reference) and teacher scoring.
+
+Also prints the shared-prefix pass's throughput as a share of the probe's matmul peak,
+counting 6 x parameters x tokens actually needed (the prompt once).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+
+from agents.build import build_policy
+from agents.chat import make_chat_backend
+from agents.credit_prompts import ChatTaskPrompts
+from agents.env_pool import EnvSpec, LocalEnvPool
+from agents.generation import SamplingConfig
+from agents.model import ModelConfig, load_model
+from agents.precision import resolve_dtype
+from agents.rollout import RolloutConfig, rollout_groups
+from credit import get_credit
+from credit.teacher import Teacher
+from learners.registry import LearnerContext, LossInput, get_learner
+from learners.train import TEACHER_TITLE, backward_group
+
+
+def _group(env: str, n: int, max_new_tokens: int, max_steps: int):
+    policy, sampler = build_policy(
+        {"name": "smollm2"},
+        {"backend": "hf", "kv_cache": True, "chat_format": {"tool_schema_style": "signature"}},
+    )
+    spec = EnvSpec({"name": env, "split": "train", "max_steps": max_steps})
+    train_env = spec.build()
+    task = train_env.tasks()[0].task_id
+    config = RolloutConfig(
+        n=n, sampling=SamplingConfig(temperature=1.0, max_new_tokens=max_new_tokens)
+    )
+    (group,) = rollout_groups(LocalEnvPool(spec, n), policy, [task], 0, config)
+    for k, e in enumerate(group.episodes):
+        e.reward = float(k % 2 == 0)
+    prompts = ChatTaskPrompts(policy.chat, train_env.task_labels, TEACHER_TITLE)
+    return group, sampler, prompts
+
+
+def _per_episode(learner, model, group, advantages, scales) -> None:
+    p = len(group.prompt_ids)
+    device = next(model.parameters()).device
+    for j, e in enumerate(group.episodes):
+        ids = torch.tensor([group.prompt_ids + e.ids], device=device)
+        with torch.autocast(
+            device.type,
+            dtype=learner.context.autocast,
+            enabled=learner.context.autocast is not None,
+        ):
+            logits = model(input_ids=ids).logits[0, p - 1 : -1].float()
+        loss, _ = learner.loss(LossInput(model, group, j, advantages[j], scales[j], logits))
+        loss.backward()
+
+
+def _flat_grad(model) -> torch.Tensor:
+    return torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None])
+
+
+def measure(
+    quick: bool, env: str | None = None, n: int | None = None
+) -> tuple[list[str], dict[str, float]]:
+    env = env or ("airline_mini" if quick else "tau3_airline")
+    n = n or (4 if quick else 8)
+    repeats = 1 if quick else 2
+    group, sampler, prompts = _group(env, n, 32 if quick else 64, 2 if quick else 4)
+    model, _ = load_model(ModelConfig(name="smollm2", dtype="float32"))
+    model.train()
+    precision = resolve_dtype("auto")
+    analyst = make_chat_backend(
+        {"kind": "local", "model": "smollm2", "max_tokens": 32 if quick else 256}
+    )
+    teacher = Teacher(model=sampler, prompts=prompts, analyst=analyst)
+    context = LearnerContext(temperature=1.0, autocast=precision.autocast, teacher=teacher)
+    learners = {}
+    for name in ("grpo", "sgcd"):
+        entry = get_learner(name)
+        learners[name] = entry.learner_class(entry.make_config({}), context)
+    tokens = sum(sum(e.response_mask) for e in group.episodes)
+    scales = [1.0 / tokens] * n
+    grpo = learners["grpo"]
+    credit = get_credit("grpo")
+    advantages = credit.assign([group], None, credit.make_config()).advantages
+
+    def update(name: str) -> None:
+        learner = learners[name]
+        method = get_credit(learner.credit_method)
+        adv = method.assign([group], teacher, method.make_config(learner.credit_config()))
+        backward_group(learner, model, group, adv.advantages, scales)
+
+    arms = {
+        "per-episode": lambda: _per_episode(grpo, model, group, advantages, scales),
+        "shared-prefix": lambda: backward_group(grpo, model, group, advantages, scales),
+        "GRPO step": lambda: update("grpo"),
+        "SGCD step": lambda: update("sgcd"),
+    }
+    times: dict[str, list[float]] = {name: [] for name in arms}
+    grads: dict[str, torch.Tensor] = {}
+    arms["SGCD step"]()  # warm-up, untimed: forward, backward, analyst, teacher scoring
+    for _ in range(repeats):
+        for name, run in arms.items():
+            model.zero_grad(set_to_none=True)
+            start = time.perf_counter()
+            run()
+            times[name].append(time.perf_counter() - start)
+            grads[name] = _flat_grad(model)
+    med = {name: statistics.median(ts) for name, ts in times.items()}
+    reference = grads["per-episode"]
+    gap = float((grads["shared-prefix"] - reference).norm() / reference.norm())
+    needed = len(group.prompt_ids) + sum(len(e.ids) for e in group.episodes)
+    params = sum(p.numel() for p in model.parameters())
+    achieved = 6 * params * needed / med["shared-prefix"] / 1e9
+    peak = precision.gflops[precision.name]  # the CPU probe's figure (a CPU benchmark)
+    lengths = [len(e.ids) for e in group.episodes]
+    lines = [
+        f"learner step ({env}, SmolLM2 fp32 weights, autocast {precision.name}, {n} siblings, "
+        f"prompt {len(group.prompt_ids)} tokens, continuations {min(lengths)}-{max(lengths)}, "
+        f"median of {repeats}):"
+    ]
+    lines += [f"  {name:<14} {s:7.2f} s" for name, s in med.items()]
+    lines.append(
+        f"  shared-prefix gradient vs per-episode: relative difference {gap:.1e}; "
+        f"{achieved:.0f} GFLOP/s = {achieved / peak:.0%} of the {precision.name} matmul peak"
+    )
+    return lines, {
+        "learner_prefix_vs_episode": med["per-episode"] / med["shared-prefix"],
+        "sgcd_vs_grpo": med["SGCD step"] / med["GRPO step"],
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--env", default=None)
+    parser.add_argument("--n", type=int, default=None, help="siblings (default 8; quick 4)")
+    args = parser.parse_args()
+    lines, ratios = measure(args.quick, args.env, args.n)
+    print("\n".join(lines))
+    print(" ".join(f"{k}={v:.2f}" for k, v in ratios.items()))
+
+
+if __name__ == "__main__":
+    main()
