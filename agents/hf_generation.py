@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import torch
 from transformers import DynamicCache
 
+from agents import cpu_attention
 from agents.generation import Generated, SamplingConfig
 
 KV = list[tuple[torch.Tensor, torch.Tensor]]  # per layer: keys, values, each (H, L, D)
@@ -85,6 +86,8 @@ class HFGenerator:
         self.pad_id = pad_id
         self.kv_cache = kv_cache
         self._caches: dict[int, _Cached] = {}
+        if self._device().type == "cpu":  # one-token steps as matmuls (agents/cpu_attention.py)
+            model.set_attn_implementation(cpu_attention.NAME)
 
     @torch.no_grad()
     def sync_weights(self, learner: torch.nn.Module) -> None:

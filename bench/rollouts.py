@@ -10,7 +10,9 @@ one untimed warm-up episode each:
   shared prompt encoded once (the default);
 * re-encode -- one batch per env step, every context encoded whole each turn (what
   ``model.generate`` did before);
-* one at a time -- the siblings played one after another, cached.
+* one at a time -- the siblings played one after another, cached;
+* cached <other dtype> -- the cached arm with the sampler in the dtype ``auto`` did not
+  pick (is ``auto`` right for decoding too?).
 
 Sampling is seeded per episode, so every arm plays distinct siblings; episodes/s is the
 headline, generated tokens/s is printed beside it because episode lengths differ.
@@ -25,6 +27,7 @@ import time
 from agents.build import build_policy
 from agents.env_pool import EnvSpec, LocalEnvPool
 from agents.generation import SamplingConfig
+from agents.precision import resolve_dtype
 from agents.rollout import Policy, RolloutConfig, rollout_episodes
 
 
@@ -50,10 +53,16 @@ def measure(
     repeats = 1 if quick else 2
     max_steps = 2 if quick else 4  # assistant messages per episode: bounds each arm's time
     rollout_cfg = {"backend": "hf", "chat_format": {"tool_schema_style": "signature"}}
+    auto = resolve_dtype("auto").name
+    other = "float32" if auto != "float32" else "bfloat16"
     arms = {}
-    for name, kv_cache in (("cached", True), ("re-encode", False)):
-        policy, _ = build_policy({"name": "smollm2"}, {**rollout_cfg, "kv_cache": kv_cache})
-        arms[name] = policy
+    for name, kv_cache, dtype in (
+        ("cached", True, auto),
+        ("re-encode", False, auto),
+        (f"cached {other}", True, other),
+    ):
+        model_cfg = {"name": "smollm2", "dtype": dtype}
+        arms[name], _ = build_policy(model_cfg, {**rollout_cfg, "kv_cache": kv_cache})
     arms["one at a time"] = arms["cached"]
     spec = EnvSpec({"name": env, "split": "train", "max_steps": max_steps})
     task = spec.build().tasks()[0].task_id
@@ -80,7 +89,7 @@ def measure(
         for name, rs in runs.items()
     }
     lines = [
-        f"rollouts ({env}, SmolLM2 {policy.generator.model.dtype}, {n} siblings, "
+        f"rollouts ({env}, SmolLM2 in {auto} unless named, {n} siblings, "
         f"<= {max_steps} turns of <= {max_new_tokens} tokens, median of {repeats}):"
     ]
     lines += [
@@ -90,6 +99,7 @@ def measure(
     ratios = {
         "kv_cache_vs_reencode": rates["cached"][0] / rates["re-encode"][0],
         "batched_vs_single": rates["cached"][0] / rates["one at a time"][0],
+        "sampler_auto_vs_other_dtype": rates["cached"][0] / rates[f"cached {other}"][0],
     }
     return lines, ratios
 
