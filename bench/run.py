@@ -4,8 +4,9 @@
 
 Prints what the CPU can do (its capability, bf16 flags and what ``dtype: auto`` picks),
 then each benchmark's table, then one line of ratios measured in this run, each "higher
-is better". ``--quick`` runs reduced versions (under ~2 minutes on 2 cores). Figures
-differ between machines: quote a ratio with the header it was measured under.
+is better" except ``sgcd_vs_grpo`` (SGCD's step time over GRPO's). ``--quick`` runs reduced
+versions (under ~2 minutes on 2 cores). Figures differ between machines: quote a ratio
+with the header it was measured under.
 """
 
 from __future__ import annotations
