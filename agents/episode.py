@@ -103,6 +103,15 @@ class EpisodeGroup:
         return cls(**{**data, "episodes": episodes})
 
 
+def common_prefix(seqs: list[list[int]]) -> int:
+    """How many leading tokens all ``seqs`` share (siblings share their prompt)."""
+    n = min(len(s) for s in seqs)
+    for i in range(n):
+        if any(s[i] != seqs[0][i] for s in seqs[1:]):
+            return i
+    return n
+
+
 def save_groups(groups: list[EpisodeGroup], path: Path) -> None:
     """One JSON line per group (token ids inline: exact and replayable)."""
     with Path(path).open("w") as f:

@@ -25,6 +25,7 @@ import torch
 from transformers import DynamicCache
 
 from agents import cpu_attention
+from agents.episode import common_prefix
 from agents.generation import Generated, SamplingConfig
 
 KV = list[tuple[torch.Tensor, torch.Tensor]]  # per layer: keys, values, each (H, L, D)
@@ -44,14 +45,6 @@ class _Row:
     generator: torch.Generator
     out_ids: list[int]
     out_logprobs: list[float]
-
-
-def _common_prefix(seqs: list[list[int]]) -> int:
-    n = min(len(s) for s in seqs)
-    for i in range(n):
-        if any(s[i] != seqs[0][i] for s in seqs[1:]):
-            return i
-    return n
 
 
 def _sample(
@@ -151,7 +144,7 @@ class HFGenerator:
 
     def _encode_shared(self, contexts: list[list[int]]) -> _Cached:
         """Keys/values of the prompt all ``contexts`` share (one token left to each)."""
-        n = min(_common_prefix(contexts), min(len(c) for c in contexts) - 1)
+        n = min(common_prefix(contexts), min(len(c) for c in contexts) - 1)
         if n <= 0:
             return _Cached([], [])
         cache = DynamicCache()

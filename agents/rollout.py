@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 from agents.chat_format import ChatFormat
 from agents.env_pool import EnvPool
-from agents.episode import Episode, EpisodeGroup, Turn
+from agents.episode import Episode, EpisodeGroup, Turn, common_prefix
 from agents.generation import Generator, SamplingConfig
 from agents.tool_format import parse_action
 
@@ -142,14 +142,6 @@ def rollout_episodes(
     return [done[s] for s in range(len(jobs))]
 
 
-def _common_prefix(seqs: list[list[int]]) -> int:
-    n = min(len(s) for s in seqs)
-    for i in range(n):
-        if any(s[i] != seqs[0][i] for s in seqs[1:]):
-            return i
-    return n
-
-
 def group_episodes(episodes: list[Episode]) -> EpisodeGroup:
     """Make siblings (absolute ids) a group: the shared prompt -- their common prefix,
     never past a generated token -- is stored once; each episode keeps what follows it,
@@ -157,7 +149,7 @@ def group_episodes(episodes: list[Episode]) -> EpisodeGroup:
     first_generated = min(
         e.response_mask.index(1) if 1 in e.response_mask else len(e.ids) for e in episodes
     )
-    cut = min(_common_prefix([e.ids for e in episodes]), first_generated)
+    cut = min(common_prefix([e.ids for e in episodes]), first_generated)
     prompt = episodes[0].ids[:cut]
     for e in episodes:
         e.ids, e.response_mask, e.logprobs = e.ids[cut:], e.response_mask[cut:], e.logprobs[cut:]

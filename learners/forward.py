@@ -18,20 +18,14 @@ from dataclasses import dataclass
 import torch
 from transformers import DynamicCache
 
+from agents.episode import common_prefix
+
 Item = tuple[Sequence[int], Sequence[int]]  # (context ids, ids whose logits are wanted)
 
 
 def _autocast(device: torch.device, dtype: torch.dtype | None):
     """Autocast on the model's own device (CPU or CUDA); off when ``dtype`` is None."""
     return torch.autocast(device.type, dtype=dtype, enabled=dtype is not None)
-
-
-def _common_prefix(seqs: list[list[int]]) -> int:
-    n = min(len(s) for s in seqs)
-    for i in range(n):
-        if any(s[i] != seqs[0][i] for s in seqs[1:]):
-            return i
-    return n
 
 
 @dataclass
@@ -120,7 +114,7 @@ def _split(items: list[Item]) -> tuple[list[int], list[list[int]], list[int]]:
     fulls = [list(context) + list(ids) for context, ids in items]
     if any(not context for context, _ in items) or any(not ids for _, ids in items):
         raise ValueError("every sequence needs a non-empty context and non-empty ids")
-    shared = min(_common_prefix(fulls), min(len(context) for context, _ in items))
+    shared = min(common_prefix(fulls), min(len(context) for context, _ in items))
     rows = [full[shared:] for full in fulls]
     first = [len(context) - shared for context, _ in items]
     return fulls[0][:shared], rows, first
