@@ -213,10 +213,6 @@ class LocalChat:
         self._model, self._tokenizer = load_model(
             ModelConfig(name=self.config.model, dtype=self.config.dtype)
         )
-        if next(self._model.parameters()).device.type == "cpu":
-            from agents import cpu_attention  # one-token decode steps as matmuls
-
-            self._model.set_attn_implementation(cpu_attention.NAME)
 
     def complete(
         self, messages: list[dict[str, str]], *, temperature: float | None, seed: int | None

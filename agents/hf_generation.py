@@ -24,7 +24,6 @@ from dataclasses import dataclass
 import torch
 from transformers import DynamicCache
 
-from agents import cpu_attention
 from agents.episode import common_prefix
 from agents.generation import Generated, SamplingConfig
 
@@ -79,8 +78,6 @@ class HFGenerator:
         self.pad_id = pad_id
         self.kv_cache = kv_cache
         self._caches: dict[int, _Cached] = {}
-        if self._device().type == "cpu":  # one-token steps as matmuls (agents/cpu_attention.py)
-            model.set_attn_implementation(cpu_attention.NAME)
 
     @torch.no_grad()
     def sync_weights(self, learner: torch.nn.Module) -> None:
@@ -109,7 +106,7 @@ class HFGenerator:
             last = step == sampling.max_new_tokens - 1
             keep = [k for k, t in enumerate(tokens) if t != self.end_id and not last]
             for k in sorted(set(range(len(active))) - set(keep)):
-                self._store(rows[active[k]], self._cache, k)
+                self._store(rows[active[k]], k)
             if not keep:
                 break
             self._select(keep)
@@ -221,13 +218,13 @@ class HFGenerator:
         self._mask = self._mask[index]
         self._positions = self._positions[index]
 
-    def _store(self, row: _Row, cache: DynamicCache, b: int) -> None:
+    def _store(self, row: _Row, b: int) -> None:
         """Keep row ``b``'s keys/values for its slot's next turn: every token it encoded,
         i.e. its context and all it generated but the last token."""
         if not self.kv_cache:
             return
         valid = self._mask[b].bool()
-        kv = [(k[b][:, valid], v[b][:, valid]) for k, v in _layers(cache)]
+        kv = [(k[b][:, valid], v[b][:, valid]) for k, v in _layers(self._cache)]
         ids = row.cached.ids + row.suffix + row.out_ids[:-1]
         self._caches[row.slot] = _Cached(ids, kv)
 

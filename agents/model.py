@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, PreTrainedTokenizerBase
 
+from agents import cpu_attention
 from agents.precision import resolve_dtype
 from envs.core import ConfigError
 
@@ -100,8 +101,8 @@ def load_model(cfg: ModelConfig) -> tuple[torch.nn.Module, PreTrainedTokenizerBa
         path = Path(os.path.expanduser(cfg.init_from))
         if not (path / "config.json").is_file():
             raise ConfigError(f"model.init_from={cfg.init_from}: not a checkpoint directory")
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).eval()
-        return model, AutoTokenizer.from_pretrained(path)
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+        return _ready(model), AutoTokenizer.from_pretrained(path)
     tokenizer = load_tokenizer(cfg)
     if cfg.name == "tiny-random":
         config = LlamaConfig(
@@ -124,5 +125,11 @@ def load_model(cfg: ModelConfig) -> tuple[torch.nn.Module, PreTrainedTokenizerBa
             model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
         except OSError as e:
             raise ConfigError(f"cannot load model {cfg.name!r}: {e}") from e
-    model.eval()
-    return model, tokenizer
+    return _ready(model), tokenizer
+
+
+def _ready(model: torch.nn.Module) -> torch.nn.Module:
+    """Eval mode, and one-token decode steps on CPU as matmuls (agents/cpu_attention.py;
+    every other attention call stays transformers' SDPA)."""
+    model.set_attn_implementation(cpu_attention.NAME)
+    return model.eval()

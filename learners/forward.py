@@ -32,10 +32,12 @@ def _autocast(device: torch.device, dtype: torch.dtype | None):
 class _Prefix:
     length: int
     kv: list[tuple[torch.Tensor, torch.Tensor]]  # per layer (1, H, S, D), as computed
-    last_logits: torch.Tensor  # (1, V): predicts the token after the prefix
+    last_logits: torch.Tensor | None  # (1, V): predicts the token after the prefix
 
 
 def _encode_prefix(model: torch.nn.Module, ids: list[int], autocast: torch.dtype | None) -> _Prefix:
+    if not ids:
+        return _Prefix(0, [], None)
     device = next(model.parameters()).device
     cache = DynamicCache()
     with _autocast(device, autocast):
@@ -131,7 +133,7 @@ def backward_shared_prefix(
     ``(len(ids), V)`` fp32 logits predicting ``ids`` (with gradient); backpropagates the sum
     of the losses. Micro-batches hold at most ``max_tokens`` continuation tokens."""
     prefix_ids, rows, first = _split(items)
-    prefix = _encode_prefix(model, prefix_ids, autocast) if prefix_ids else _Prefix(0, [], None)
+    prefix = _encode_prefix(model, prefix_ids, autocast)
     # Detached leaves: each micro-batch's backward stops here and accumulates into them.
     kv = [(k.detach().requires_grad_(), v.detach().requires_grad_()) for k, v in prefix.kv]
     last = prefix.last_logits.detach().requires_grad_() if prefix_ids else None
@@ -171,7 +173,7 @@ def shared_prefix_logits(
     """Per item ``(context, ids)``, the ``(len(ids), V)`` fp32 logits predicting ``ids``,
     without gradient; the shared prefix is encoded once."""
     prefix_ids, rows, first = _split(items)
-    prefix = _encode_prefix(model, prefix_ids, autocast) if prefix_ids else _Prefix(0, [], None)
+    prefix = _encode_prefix(model, prefix_ids, autocast)
     out: list[torch.Tensor] = [torch.empty(0)] * len(items)
     for batch in _micro_batches(rows, max_tokens):
         logits = _continuation_logits(
