@@ -9,7 +9,7 @@ warm-up SGCD step:
 
 * per-episode -- each sibling's prompt + continuation encoded whole, forward+backward one
   sibling at a time (the update before the shared-prefix forward);
-* shared-prefix -- ``learners.train.backward_group``: the prompt once, the continuations
+* shared-prefix -- ``learners.train.backward_groups``: the prompt once, the continuations
   in one micro-batch; the gradient must equal the per-episode one;
 * GRPO step / SGCD step -- credit assignment plus the update, SGCD with the local
   analyst (SmolLM2 writing the credit reference) and teacher scoring.
@@ -37,7 +37,7 @@ from agents.rollout import RolloutConfig, rollout_groups
 from credit import get_credit
 from credit.teacher import Teacher
 from learners.registry import LearnerContext, LossInput, get_learner
-from learners.train import TEACHER_TITLE, backward_group
+from learners.train import TEACHER_TITLE, backward_groups
 
 
 def _group(env: str, n: int, max_new_tokens: int, max_steps: int):
@@ -106,11 +106,11 @@ def measure(
         learner = learners[name]
         method = get_credit(learner.credit_method)
         adv = method.assign([group], teacher, method.make_config(learner.credit_config()))
-        backward_group(learner, model, group, adv.advantages, scales)
+        backward_groups(learner, model, [group], adv.advantages, scales)
 
     arms = {
         "per-episode": lambda: _per_episode(grpo, model, group, advantages, scales),
-        "shared-prefix": lambda: backward_group(grpo, model, group, advantages, scales),
+        "shared-prefix": lambda: backward_groups(grpo, model, [group], advantages, scales),
         "GRPO step": lambda: update("grpo"),
         "SGCD step": lambda: update("sgcd"),
     }

@@ -280,15 +280,7 @@ class Trainer:
             else 1.0 / (len(items) * max(sum(g.episodes[j].response_mask), 1))
             for g, j in items
         ]
-        sums: dict[str, float] = defaultdict(float)
-        start = 0
-        for group in groups:
-            end = start + len(group.episodes)
-            for k, v in backward_group(
-                self.learner, model, group, advantages.advantages[start:end], scales[start:end]
-            ).items():
-                sums[k] += v
-            start = end
+        sums = backward_groups(self.learner, model, groups, advantages.advantages, scales)
         grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), self.config.max_grad_norm)
         self.optimizer.step()
         self.learner.after_step(model)
@@ -330,24 +322,29 @@ class Trainer:
             np.save(self.run_dir / "weights" / f"step_{step}.npy", weights.numpy())
 
 
-def backward_group(
+def backward_groups(
     learner: Learner,
     model: torch.nn.Module,
-    group: EpisodeGroup,
+    groups: list[EpisodeGroup],
     advantages: list[torch.Tensor],
     scales: list[float],
 ) -> dict[str, float]:
-    """Backpropagate the learner's loss over one sibling group, the shared prompt encoded
-    once (:func:`learners.forward.backward_shared_prefix`); returns summed metrics."""
+    """Backpropagate the learner's loss over a step's episodes (``advantages`` and
+    ``scales`` in group order) in one :func:`learners.forward.backward_shared_prefix`: the
+    prefix every episode shares (a group's prompt; across groups, the system prompt and
+    tools) is encoded once. Returns the summed metrics."""
+    episodes = [(g, j) for g in groups for j in range(len(g.episodes))]
     sums: dict[str, float] = defaultdict(float)
 
-    def loss_of(j: int, logits: torch.Tensor) -> torch.Tensor:
-        loss, metrics = learner.loss(LossInput(model, group, j, advantages[j], scales[j], logits))
+    def loss_of(i: int, logits: torch.Tensor) -> torch.Tensor:
+        group, j = episodes[i]
+        x = LossInput(model, group, j, advantages[i], scales[i], logits)
+        loss, metrics = learner.loss(x)
         for k, v in metrics.items():
             sums[k] += v
         return loss
 
-    items = [(group.prompt_ids, e.ids) for e in group.episodes]
+    items = [(g.prompt_ids, g.episodes[j].ids) for g, j in episodes]
     context = learner.context
     backward_shared_prefix(model, items, loss_of, context.autocast, context.max_tokens_per_forward)
     return sums

@@ -12,7 +12,7 @@ from credit import get_credit
 from learners.forward import shared_prefix_logits, token_logprobs
 from learners.registry import LearnerContext, LossInput, get_learner
 from learners.sft import SFTConfig, _backward_batch, _nll, _window
-from learners.train import backward_group
+from learners.train import backward_groups
 
 # a random model moves little between contexts: let any relative spike count (SGCD, GEAR)
 SPIKES = {"credit": {"saliency": {"min_spike_divergence": 0.0}}}
@@ -77,7 +77,7 @@ def test_learner_loss_and_gradient_equal_the_per_episode_path(setup, name, budge
     scales = [1.0 / total] * len(group.episodes)
 
     model.zero_grad()
-    shared_metrics = backward_group(learner, model, group, advantages, scales)
+    shared_metrics = backward_groups(learner, model, [group], advantages, scales)
     shared_grad = _flat_grad(model)
 
     model.zero_grad()
@@ -92,6 +92,39 @@ def test_learner_loss_and_gradient_equal_the_per_episode_path(setup, name, budge
     assert shared_metrics.keys() == episode_metrics.keys()
     for k, v in episode_metrics.items():
         assert shared_metrics[k] == pytest.approx(v, rel=1e-4, abs=1e-7), k
+
+
+@pytest.mark.parametrize("budget", [16_384, ONE_ROW])
+def test_groups_with_different_prompts_share_one_pass(setup, budget):
+    """A step's groups share only the start of their prompts: one pass over all of them
+    gives the gradient and metrics of one pass per group (GRPO+KL: its reference is cached
+    per group)."""
+    model, group, _ = setup
+    other = copy.deepcopy(group)
+    other.prompt_ids = other.prompt_ids[:-2] + [7, 11]  # the task part of the prompt differs
+    entry = get_learner("grpo_kl")
+    reference = copy.deepcopy(model).requires_grad_(False)
+    with torch.no_grad():
+        for p in reference.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    context = LearnerContext(
+        temperature=1.0, autocast=None, reference=reference, max_tokens_per_forward=budget
+    )
+    learner = entry.learner_class(entry.make_config({"kl_coef": 0.5}), context)
+    credit = get_credit("grpo")
+    advantages = credit.assign([group, other], None, credit.make_config()).advantages
+    scales = [0.01] * len(advantages)
+    n = len(group.episodes)
+
+    model.zero_grad()
+    together = backward_groups(learner, model, [group, other], advantages, scales)
+    together_grad = _flat_grad(model)
+    model.zero_grad()
+    first = backward_groups(learner, model, [group], advantages[:n], scales[:n])
+    second = backward_groups(learner, model, [other], advantages[n:], scales[n:])
+    _assert_close_relative(together_grad, _flat_grad(model))
+    for k, v in together.items():
+        assert v == pytest.approx(first[k] + second[k], rel=1e-4, abs=1e-7), k
 
 
 @pytest.mark.parametrize("budget", [16_384, ONE_ROW])
