@@ -7,7 +7,8 @@ next turn's header). Re-encoding it whole every turn repeats the shared prompt (
 τ³-airline episode) for every sibling and every turn. So the generator keeps, per episode
 slot, the keys/values of the tokens it has already encoded, encodes only the new suffix,
 and encodes a prompt shared by several new episodes once (its keys/values shared until
-each episode writes its own). All rows of a call decode together in one padded batch:
+each episode writes its own; the part shared with the previous call's prompt, such as the
+system prompt across tasks, is not encoded again). All rows of a call decode together in one padded batch:
 
     row i of the batch cache: [pad .. | cached_i | pad .. | suffix_i] + one column per step
 
@@ -78,6 +79,7 @@ class HFGenerator:
         self.pad_id = pad_id
         self.kv_cache = kv_cache
         self._caches: dict[int, _Cached] = {}
+        self._prompt = _Cached([], [])  # the last shared prompt encoded
 
     @torch.no_grad()
     def sync_weights(self, learner: torch.nn.Module) -> None:
@@ -86,6 +88,7 @@ class HFGenerator:
         for target, source in zip(self.model.parameters(), learner.parameters(), strict=True):
             target.copy_(source)
         self._caches.clear()  # keys/values of the old weights
+        self._prompt = _Cached([], [])
 
     def release(self, slots: list[int]) -> None:
         for slot in slots:
@@ -140,14 +143,28 @@ class HFGenerator:
         return rows
 
     def _encode_shared(self, contexts: list[list[int]]) -> _Cached:
-        """Keys/values of the prompt all ``contexts`` share (one token left to each)."""
+        """Keys/values of the prompt all ``contexts`` share (one token left to each). The
+        part it has in common with the previous call's prompt (the system prompt and tools,
+        across tasks and steps) is reused, not encoded again, until the weights change."""
         n = min(common_prefix(contexts), min(len(c) for c in contexts) - 1)
         if n <= 0:
             return _Cached([], [])
-        cache = DynamicCache()
-        prompt = torch.tensor([contexts[0][:n]], device=self._device())  # (1, n)
-        self.model(input_ids=prompt, cache=cache, use_cache=True, logits_to_keep=1)
-        return _Cached(contexts[0][:n], [(k[0], v[0]) for k, v in _layers(cache)])
+        ids = contexts[0][:n]
+        reused = min(common_prefix([self._prompt.ids, ids]), n)
+        kv = [(k[:, :reused], v[:, :reused]) for k, v in self._prompt.kv] if reused else []
+        if reused < n:
+            device = self._device()
+            cache = DynamicCache(ddp_cache_data=[(k[None], v[None]) for k, v in kv] or None)
+            self.model(
+                input_ids=torch.tensor([ids[reused:]], device=device),
+                position_ids=torch.arange(reused, n, device=device)[None],
+                cache=cache,
+                use_cache=True,
+                logits_to_keep=1,
+            )
+            kv = [(k[0], v[0]) for k, v in _layers(cache)]
+        self._prompt = _Cached(ids, kv)
+        return self._prompt
 
     def _prefill(self, rows: list[_Row]) -> torch.Tensor:
         """Encode every row's suffix against its cache in one batch: ``(B, V)`` logits of

@@ -155,9 +155,9 @@ def test_caches_are_dropped_when_episodes_end_and_weights_change(sampled, tiny, 
     fresh = HFGenerator(model, chat.end_id, tokenizer.pad_token_id)
     sampling = SamplingConfig(temperature=0.0, max_new_tokens=4)
     fresh.generate([list(range(300, 340))], [0], sampling, seed=0)
-    assert set(fresh._caches) == {0}
+    assert set(fresh._caches) == {0} and fresh._prompt.ids
     fresh.sync_weights(model)
-    assert fresh._caches == {}
+    assert fresh._caches == {} and fresh._prompt.ids == []
 
 
 def test_a_slot_reused_by_another_context_is_encoded_afresh(tiny, chat):
@@ -169,3 +169,25 @@ def test_a_slot_reused_by_another_context_is_encoded_afresh(tiny, chat):
     new = HFGenerator(model, chat.end_id, tokenizer.pad_token_id)
     expected = new.generate([other], [0], sampling, seed=0)
     assert reused.generate([other], [0], sampling, seed=0) == expected
+
+
+def test_a_prompt_shared_with_the_previous_call_is_reused_exactly(tiny, chat):
+    """The second call shares 40 tokens with the first call's prompt: they are sliced from
+    it, one more shared token is encoded, and the outputs equal re-encoding."""
+    model, _ = tiny
+    generator = _generator(model, chat)
+    sampling = SamplingConfig(temperature=1.0, max_new_tokens=8)
+    calls = [
+        [list(range(300, 360)), list(range(300, 350)) + [7]],
+        [list(range(300, 340)) + [8, 9], list(range(300, 340)) + [8, 10]],
+    ]
+    for contexts in calls:
+        outputs = generator.generate(contexts, [0, 1], sampling, seed=1)
+        generator.release([0, 1])
+        expected = _generator(model, chat, kv_cache=False).generate(
+            contexts, [0, 1], sampling, seed=1
+        )
+        for out, ref in zip(outputs, expected, strict=True):
+            assert out.ids == ref.ids
+            torch.testing.assert_close(out.logprobs, ref.logprobs, atol=1e-5, rtol=1e-5)
+    assert generator._prompt.ids == calls[1][0][:41]
