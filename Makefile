@@ -34,14 +34,18 @@ $(APPWORLD_WORLD)/STAMP: $(APPWORLD_STAMP) envs/appworld/synthetic.py
 appworld: $(APPWORLD_WORLD)/STAMP
 
 # The main job on the embedded default: the small domain, SmolLM2-135M on CPU.
-# SFT warm start -> its held-out evaluation -> GRPO and SGCD from it (same tasks, seeds)
-# -> report. Each stage resumes or is skipped if its output exists.
+# SFT warm start -> its held-out evaluation (every learner's step 0) -> GRPO and SGCD from
+# it over RUN_SEEDS (same tasks, seeds), evaluated after every step on all held-out tasks
+# -> report with paired CIs and detectable differences. Each stage resumes or is skipped
+# if its output exists.
 RUN_DIR ?= outputs/demo
 RUN_ENV ?= airline_mini
 RUN_SFT_STEPS ?= 24
-RUN_RL_STEPS ?= 6
-RUN_EVAL_TASKS ?= 24
-RUN_SEEDS ?= [0]
+RUN_RL_STEPS ?= 3
+RUN_SEEDS ?= [0,1,2]
+# evaluation batch of the start model and of every learner (one batch shape for all: in
+# bf16, greedy decoding can differ with the batch a row is decoded in)
+RUN_EVAL_BATCH ?= 16
 # SGCD's credit analyst: Claude when a key is set, else the local model
 RUN_CREDIT_LLM ?= $(if $(ANTHROPIC_API_KEY),anthropic,local)
 RUN_COMMON = env=$(RUN_ENV) model.init_from=$(RUN_DIR)/sft/checkpoint
@@ -49,14 +53,15 @@ RUN_COMMON = env=$(RUN_ENV) model.init_from=$(RUN_DIR)/sft/checkpoint
 $(RUN_DIR)/sft/checkpoint/config.json: | $(STAMP)
 	$(VENV)/bin/toolgym sft env=$(RUN_ENV) learner.steps=$(RUN_SFT_STEPS) out_dir=$(RUN_DIR)/sft
 
-$(RUN_DIR)/compare/sft-seed0/eval.jsonl: $(RUN_DIR)/sft/checkpoint/config.json
-	$(VENV)/bin/toolgym evaluate $(RUN_COMMON) num_tasks=$(RUN_EVAL_TASKS) label=sft \
-		out_dir=$(RUN_DIR)/compare/sft-seed0
+$(RUN_DIR)/sft/eval/eval.jsonl: $(RUN_DIR)/sft/checkpoint/config.json
+	$(VENV)/bin/toolgym evaluate $(RUN_COMMON) batch_size=$(RUN_EVAL_BATCH) label=sft \
+		out_dir=$(RUN_DIR)/sft/eval
 
-run: $(RUN_DIR)/compare/sft-seed0/eval.jsonl
+run: $(RUN_DIR)/sft/eval/eval.jsonl
 	$(VENV)/bin/toolgym compare $(RUN_COMMON) learners=[grpo,sgcd] seeds=$(RUN_SEEDS) \
-		credit_llm=$(RUN_CREDIT_LLM) train.steps=$(RUN_RL_STEPS) \
-		train.eval_tasks=$(RUN_EVAL_TASKS) out_dir=$(RUN_DIR)/compare
+		credit_llm=$(RUN_CREDIT_LLM) train.steps=$(RUN_RL_STEPS) train.eval_every=1 \
+		train.eval_at_start=true train.start_eval=$(RUN_DIR)/sft/eval \
+		eval_batch=$(RUN_EVAL_BATCH) out_dir=$(RUN_DIR)/compare
 
 test: $(STAMP) $(APPWORLD_WORLD)/STAMP
 	$(VENV)/bin/ruff check .

@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -197,49 +198,97 @@ class OpenAIChat:
 
 @dataclass
 class LocalChat:
-    """A transformers model answering with its own chat template."""
+    """A transformers model answering with its own chat template. Requests given together
+    (:meth:`complete_batch`) decode in one batch; each is sampled from its own generator,
+    seeded by the call's seed (0 when None) and its position, so a reply depends on neither
+    the threads around it nor the other requests' lengths."""
 
     config: LocalConfig
     usage: ChatUsage = field(default_factory=ChatUsage)
     supports_temperature = True
-    # one call at a time: seeding and sampling use torch's global RNG, so calls from a
-    # thread pool (SGCD's analyst) would interleave and a seeded run would not repeat
+    # one batch at a time: the generator's batch state is not shared between threads
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def __post_init__(self) -> None:
+        from agents.hf_generation import HFGenerator
         from agents.model import ModelConfig, load_model
 
         self.model = self.config.model
-        self._model, self._tokenizer = load_model(
+        model, self._tokenizer = load_model(
             ModelConfig(name=self.config.model, dtype=self.config.dtype)
+        )
+        self._generator = HFGenerator(
+            model, self._tokenizer.eos_token_id, self._tokenizer.pad_token_id, kv_cache=True
         )
 
     def complete(
         self, messages: list[dict[str, str]], *, temperature: float | None, seed: int | None
     ) -> str:
-        import torch
+        return self.complete_batch([messages], temperature=temperature, seed=seed)[0]
 
-        temperature = 1.0 if temperature is None else temperature  # the model's default
+    def complete_batch(
+        self,
+        requests: list[list[dict[str, str]]],
+        *,
+        temperature: float | None,
+        seed: int | None,
+    ) -> list[str]:
+        from agents.generation import SamplingConfig
+
+        sampling = SamplingConfig(
+            temperature=1.0 if temperature is None else temperature,  # the model's default
+            top_p=1.0,
+            max_new_tokens=self.config.max_tokens,
+        )
         start = time.perf_counter()
-        ids = self._tokenizer.apply_chat_template(
-            messages, add_generation_prompt=True, return_tensors="pt", return_dict=True
-        )["input_ids"]
-        with self._lock, torch.no_grad():
-            if seed is not None:
-                torch.manual_seed(seed)
-            out = self._model.generate(
-                input_ids=ids,
-                attention_mask=torch.ones_like(ids),
-                do_sample=temperature > 0,
-                temperature=temperature if temperature > 0 else None,
-                top_p=None,
-                top_k=None,
-                max_new_tokens=self.config.max_tokens,
-                pad_token_id=self._tokenizer.pad_token_id,
+        contexts = [
+            list(
+                self._tokenizer.apply_chat_template(
+                    m, add_generation_prompt=True, tokenize=True, return_dict=True
+                )["input_ids"]
             )
-        new = out[0, ids.shape[1] :]
-        self.usage.add(ids.shape[1], len(new), 0.0, time.perf_counter() - start)
-        return self._tokenizer.decode(new, skip_special_tokens=True).strip()
+            for m in requests
+        ]
+        slots = list(range(len(requests)))
+        with self._lock:
+            outputs = self._generator.generate(contexts, slots, sampling, seed=seed or 0)
+            self._generator.release(slots)
+        seconds = (time.perf_counter() - start) / len(requests)
+        replies = []
+        for context, out in zip(contexts, outputs, strict=True):
+            self.usage.add(len(context), len(out.ids), 0.0, seconds)
+            replies.append(self._tokenizer.decode(out.ids, skip_special_tokens=True).strip())
+        return replies
+
+
+def complete_many(
+    backend: Any,
+    requests: list[list[dict[str, str]]],
+    *,
+    temperature: float | None,
+    seed: int | None,
+    max_concurrent: int,
+) -> list[str | None]:
+    """Replies to several requests, ``None`` where the backend failed (its own retries
+    spent): one batch where the backend decodes batches (``complete_batch``), else at most
+    ``max_concurrent`` calls in flight."""
+    if not requests:
+        return []
+    if hasattr(backend, "complete_batch"):
+        try:
+            return backend.complete_batch(requests, temperature=temperature, seed=seed)
+        except ChatBackendError:
+            return [None] * len(requests)
+
+    def one(messages: list[dict[str, str]]) -> str | None:
+        try:
+            return backend.complete(messages, temperature=temperature, seed=seed)
+        except ChatBackendError:
+            return None
+
+    workers = max(1, min(max_concurrent, len(requests)))
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        return list(pool.map(one, requests))
 
 
 BACKENDS = {

@@ -8,7 +8,8 @@ next turn's header). Re-encoding it whole every turn repeats the shared prompt (
 slot, the keys/values of the tokens it has already encoded, encodes only the new suffix,
 and encodes a prompt shared by several new episodes once (its keys/values shared until
 each episode writes its own; the part shared with the previous call's prompt, such as the
-system prompt across tasks, is not encoded again). All rows of a call decode together in one padded batch:
+system prompt across tasks, is not encoded again). All rows of a call decode together in
+one padded batch:
 
     row i of the batch cache: [pad .. | cached_i | pad .. | suffix_i] + one column per step
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from agents.chat import complete_many
 from agents.episode import Episode, EpisodeGroup
 from credit.sanitizer import Sanitizer
 from envs.users import ChatBackend
@@ -54,7 +55,7 @@ class ReferenceConfig:
     """Seed passed to the analyst backend, where it supports one (toolgym choice)."""
     max_concurrent_calls: int = 8
     """Analyst calls in flight at once; 8 = a step's groups in Tables 3-4 (train batch 8).
-    Use 1 with a local transformers analyst, which gains nothing from threads."""
+    A local transformers analyst ignores it: it decodes a step's requests in one batch."""
 
 
 @dataclass
@@ -184,19 +185,34 @@ def _counts(traces: list[SiblingTrace], shown: list[int]) -> str:
     return f"Sibling rollouts ({len(shown):>{width}} of {len(traces)} shown):\n\n"
 
 
-def write_reference(
-    group: EpisodeGroup,
-    instruction: str,
-    sanitizer: Sanitizer,
+def write_references(
+    requests: list[tuple[EpisodeGroup, str, Sanitizer]],
     analyst: ChatBackend,
     config: ReferenceConfig,
-) -> CreditReference:
-    """Ask the analyst for one mixed group's stepwise credit reference."""
-    traces = sibling_traces(group, sanitizer)
-    messages, selection = reference_messages(sanitizer(instruction), traces, config)
-    reply = analyst.complete(messages, temperature=config.temperature, seed=config.seed)
-    return CreditReference(
-        text=sanitizer(reply),
-        prompt_chars=sum(len(m["content"]) for m in messages),
-        selection=selection,
+) -> list[CreditReference | None]:
+    """Ask the analyst for the stepwise credit reference of each mixed group
+    ``(group, instruction, sanitizer)``, all at once (:func:`agents.chat.complete_many`);
+    ``None`` where the analyst failed."""
+    prompts = [
+        reference_messages(sanitizer(instruction), sibling_traces(group, sanitizer), config)
+        for group, instruction, sanitizer in requests
+    ]
+    replies = complete_many(
+        analyst,
+        [messages for messages, _ in prompts],
+        temperature=config.temperature,
+        seed=config.seed,
+        max_concurrent=config.max_concurrent_calls,
     )
+    return [
+        None
+        if reply is None
+        else CreditReference(
+            text=sanitizer(reply),
+            prompt_chars=sum(len(m["content"]) for m in messages),
+            selection=selection,
+        )
+        for reply, (messages, selection), (_, _, sanitizer) in zip(
+            replies, prompts, requests, strict=True
+        )
+    ]

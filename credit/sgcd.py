@@ -13,12 +13,10 @@ and ids are never touched.
 from __future__ import annotations
 
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import torch
 
-from agents.chat import ChatBackendError
 from agents.episode import EpisodeGroup
 from credit.group_relative import (
     GroupRelativeConfig,
@@ -26,11 +24,10 @@ from credit.group_relative import (
     group_advantages,
 )
 from credit.reference import (
-    CreditReference,
     ReferenceConfig,
     SiblingTrace,
     render_trace,
-    write_reference,
+    write_references,
 )
 from credit.registry import register_credit
 from credit.reweight import RolloutCredit, teacher_credit
@@ -153,17 +150,9 @@ def _teacher_contexts(
     usage_before = _usage(analyst)
     started = time.perf_counter()
 
-    def write(i: int) -> CreditReference | None:
-        instruction = teacher.prompts.instruction(groups[i])
-        try:
-            return write_reference(groups[i], instruction, sanitizers[i], analyst, config.reference)
-        except ChatBackendError:  # the backend's own retries are spent: never fail the run for it
-            return None
-
     indices = list(sanitizers)
-    workers = max(1, min(config.reference.max_concurrent_calls, len(indices)))
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        written = dict(zip(indices, pool.map(write, indices), strict=True))
+    requests = [(groups[i], teacher.prompts.instruction(groups[i]), sanitizers[i]) for i in indices]
+    written = dict(zip(indices, write_references(requests, analyst, config.reference), strict=True))
     diagnostics["credit/analyst_s"] = time.perf_counter() - started
     # A group whose reference could not be written falls back to the "- sibling credit
     # reference" ablation's context (Table 6): its shortest successful sibling.

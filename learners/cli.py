@@ -137,7 +137,8 @@ def _print_eval(groups, m: dict[str, float], title: str) -> None:
             print(f"k={row.k}: pass@k {row.pass_at_k:.3f}  pass^k {row.pass_hat_k:.3f}")
     print(
         f"{title}: pass@1 {m['eval/success']:.3f} "
-        f"(do-nothing floor {m['eval/do_nothing_floor']:.3f}); "
+        f"(do-nothing floor {m['eval/do_nothing_floor']:.3f}, "
+        f"gold-replay ceiling {m['eval/gold_ceiling']:.3f}); "
         f"messages with a parsed tool call {m['eval/tool_call_rate']:.1%}, "
         f"malformed {m['eval/malformed_rate']:.1%}"
     )
@@ -147,7 +148,7 @@ def run_evaluate(cfg: DictConfig) -> None:
     from agents.build import build_policy, build_pool, rollout_config
     from agents.env_pool import EnvSpec
     from agents.episode import save_groups
-    from learners.evaluate import do_nothing_floor, evaluate_policy, write_eval
+    from learners.evaluate import evaluate_policy, scripted_bounds, write_eval
 
     c = OmegaConf.to_container(cfg, resolve=True)
     spec = EnvSpec(c["env"], c["user"])
@@ -164,7 +165,7 @@ def run_evaluate(cfg: DictConfig) -> None:
     out.mkdir(parents=True, exist_ok=True)
     save_groups(groups, out / "eval_groups.jsonl")
     title = f"{cfg.env.name} {cfg.env.split} ({len(task_ids)} tasks)"
-    floor = do_nothing_floor(env, task_ids)
+    bounds = scripted_bounds(env, task_ids)
     # an evaluation-only run in the layout of a training run, so reports can include it
     (out / "run.json").write_text(
         json.dumps(
@@ -181,7 +182,7 @@ def run_evaluate(cfg: DictConfig) -> None:
     )
     (out / "metrics.jsonl").touch()
     (out / "eval.jsonl").unlink(missing_ok=True)
-    _print_eval(groups, write_eval(out, 0, groups, floor), title)
+    _print_eval(groups, write_eval(out, 0, groups, bounds), title)
     print(f"records and metrics in {out}")
 
 
@@ -327,16 +328,26 @@ def train_one(c: dict, run_dir: Path) -> None:
             track(step, metrics)
             bar.set_postfix(
                 success=f"{metrics.get('rollout/success', 0):.2f}",
+                update="yes" if metrics["train/updated"] else "NO (no mixed group)",
                 s=f"{metrics['time/step_s']:.0f}",
             )
             bar.update(1)
 
         trainer.run(on_step, on_eval=track)
     last = json.loads((run_dir / "eval.jsonl").read_text().splitlines()[-1])
+    steps = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    updates = sum(int(m.get("train/updated", 1)) for m in steps)
     print(
         f"{name} seed {train_cfg.seed}: held-out pass@1 {last['eval/success']:.3f} "
-        f"(do-nothing floor {last['eval/do_nothing_floor']:.3f}); run dir {run_dir}"
+        f"(do-nothing floor {last['eval/do_nothing_floor']:.3f}); "
+        f"updates: {updates} of {len(steps)} steps; run dir {run_dir}"
     )
+    if updates * 2 < len(steps):
+        print(
+            f"warning: {len(steps) - updates} of {len(steps)} steps found no mixed group and "
+            "took no gradient step; the model barely trained (raise train.max_draws or "
+            "groups_per_step, or start from a model that sometimes succeeds)"
+        )
 
 
 def run_compare(cfg: DictConfig) -> None:

@@ -20,20 +20,24 @@ from envs.appworld.metrics import SCENARIO_FACET, goal_completion
 from envs.categories import CATEGORIES
 from envs.core import ConfigError
 from learners.compare_stats import (
+    Interval,
     PairedDifference,
     Spread,
     paired_difference,
     pass_k_table,
     spread,
     step_curve,
+    task_interval,
 )
-from learners.runs import ComparisonError, EvalEpisode, Run
+from learners.runs import START, ComparisonError, EvalEpisode, Run, start_runs
 
 GROUP_HEALTH_KEYS = ("rollout/groups_mixed", "rollout/groups_all_fail", "rollout/groups_all_pass")
 DRAWN_KEY, KEPT_KEY = "rollout/groups_drawn", "rollout/kept_groups"
 ZERO_TOOL_KEYS = ("zero_tool_share", "tools_per_success")
 DIAGNOSTIC_PREFIXES = ("credit/", "time/")
 FLOOR_KEY = "eval/do_nothing_floor"
+CEILING_KEY = "eval/gold_ceiling"
+UPDATED_KEY = "train/updated"
 ALL_TASKS = "all"
 
 
@@ -51,6 +55,9 @@ class ComparisonConfig:
     """An episode succeeds when its reward reaches this (as ``agents.episode.Episode``)."""
     pass_ks: tuple[int, ...] = (1, 2, 4, 8)
     """k of the pass@k / pass^k table; values above the episodes per task are left out."""
+    min_category_tasks: int = 10
+    """Categories with fewer held-out tasks get no verdict ("too few tasks to tell"): a
+    bootstrap over so few tasks cannot cover its nominal level."""
 
     def __post_init__(self) -> None:
         if self.bootstrap_resamples < 1 or not 0.0 < self.confidence < 1.0:
@@ -106,6 +113,8 @@ class LearnerResult:
     best_steps: list[int]
     floor: Spread | None
     """The do-nothing floor logged with the last evaluations."""
+    ceiling: Spread | None
+    """The gold-replay ceiling logged with the last evaluations (None in older runs)."""
     categories: dict[str, Spread]
     """Success per task category at the last evaluation."""
     category_episodes: dict[str, int]
@@ -114,6 +123,15 @@ class LearnerResult:
     episodes_per_task: int
     vs_baseline: PairedDifference | None
     """None for the baseline itself."""
+    vs_start: PairedDifference | None
+    """Against the step-0 evaluation of the same seeds (:data:`learners.runs.START`): what
+    training changed. None without step-0 evaluations, and for ``start`` itself."""
+    category_pass1: dict[str, Interval]
+    """Per category: success over tasks (averaged over seeds) and its bootstrap CI."""
+    category_vs_baseline: dict[str, PairedDifference]
+    """Per category: the paired difference against the baseline (empty for it)."""
+    updates: tuple[int, int]
+    """Training steps that took a gradient step, and steps, summed over seeds."""
     task_differences: list[TaskDifference]
     """Tasks gained and lost against the baseline, largest gain first (empty for it)."""
     failed_episodes: int
@@ -148,6 +166,8 @@ class Comparison:
 
 
 def compare(runs: Sequence[Run], config: ComparisonConfig) -> Comparison:
+    if all(r.learner != START for r in runs):
+        runs = [*runs, *start_runs(list(runs))]
     by_learner: dict[str, list[Run]] = defaultdict(list)
     for run in runs:
         by_learner[run.learner].append(run)
@@ -156,29 +176,73 @@ def compare(runs: Sequence[Run], config: ComparisonConfig) -> Comparison:
         raise ComparisonError(
             f"baseline learner {baseline!r} has no run; learners: {sorted(by_learner)}"
         )
-    base_rates = _success_rates(by_learner[baseline], config.success_threshold)
+    rates = {
+        learner: _success_rates(learner_runs, config.success_threshold)
+        for learner, learner_runs in by_learner.items()
+    }
     category_of = {e.task_id: e.category for r in runs for e in r.final_episodes}
+
+    def versus(learner: str, other: str) -> PairedDifference | None:
+        if learner == other or other not in rates:
+            return None
+        return _paired(rates[learner], rates[other], config)
+
     results = []
-    for learner, learner_runs in sorted(by_learner.items()):
-        vs, differences = None, []
+    for learner, learner_runs in sorted(by_learner.items(), key=lambda kv: _order(kv[0])):
+        differences = []
+        by_category: dict[str, PairedDifference] = {}
         if learner != baseline:
-            rates = _success_rates(learner_runs, config.success_threshold)
-            vs = paired_difference(
-                rates,
-                base_rates,
-                resamples=config.bootstrap_resamples,
-                confidence=config.confidence,
-                seed=config.bootstrap_seed,
+            differences = _task_differences(rates[learner], rates[baseline], category_of)
+            for c in _in_paper_order(set(category_of.values())):
+                mine = _of_category(rates[learner], c, category_of)
+                theirs = _of_category(rates[baseline], c, category_of)
+                if set(mine) & set(theirs):
+                    by_category[c] = _paired(mine, theirs, config)
+        results.append(
+            _learner_result(
+                learner,
+                learner_runs,
+                versus(learner, baseline),
+                versus(learner, START),
+                differences,
+                by_category,
+                rates[learner],
+                category_of,
+                config,
             )
-            differences = _task_differences(rates, base_rates, category_of)
-        results.append(_learner_result(learner, learner_runs, vs, differences, config))
+        )
     return Comparison(
         env=runs[0].env,
         baseline=baseline,
-        tasks=len({t for _, t in base_rates}),
+        tasks=len({t for _, t in rates[baseline]}),
         learners=results,
         config=config,
     )
+
+
+def _order(learner: str) -> tuple[bool, str]:
+    """``start`` first, then the learners by name."""
+    return learner != START, learner
+
+
+def _paired(
+    candidate: Mapping[tuple[int, str], float],
+    baseline: Mapping[tuple[int, str], float],
+    config: ComparisonConfig,
+) -> PairedDifference:
+    return paired_difference(
+        candidate,
+        baseline,
+        resamples=config.bootstrap_resamples,
+        confidence=config.confidence,
+        seed=config.bootstrap_seed,
+    )
+
+
+def _of_category(
+    rates: Mapping[tuple[int, str], float], category: str, category_of: Mapping[str, str]
+) -> dict[tuple[int, str], float]:
+    return {k: v for k, v in rates.items() if category_of.get(k[1]) == category}
 
 
 def categories_of(records: Iterable[Mapping[str, float]], prefix: str) -> list[str]:
@@ -228,12 +292,18 @@ def _learner_result(
     learner: str,
     runs: list[Run],
     vs: PairedDifference | None,
+    vs_start: PairedDifference | None,
     differences: list[TaskDifference],
+    category_differences: dict[str, PairedDifference],
+    rates: Mapping[tuple[int, str], float],
+    category_of: Mapping[str, str],
     config: ComparisonConfig,
 ) -> LearnerResult:
     best = [max(run.evals, key=lambda e: e["eval/success"]) for run in runs]
     final_evals = [r.final_eval for r in runs]
     floors = [e[FLOOR_KEY] for e in final_evals if FLOOR_KEY in e]
+    ceilings = [e[CEILING_KEY] for e in final_evals if CEILING_KEY in e]
+    steps = [m for r in runs for m in r.metrics]
     categories = categories_of(final_evals, "eval")
     successes = [_task_successes(run, config.success_threshold) for run in runs]
     per_task = min(len(s) for by_task in successes for s in by_task.values())
@@ -248,6 +318,7 @@ def _learner_result(
         best=spread([e["eval/success"] for e in best]),
         best_steps=[int(e["step"]) for e in best],
         floor=spread(floors) if floors else None,
+        ceiling=spread(ceilings) if ceilings else None,
         categories={
             c: spread([e[f"eval/{c}/success"] for e in final_evals if f"eval/{c}/success" in e])
             for c in categories
@@ -265,6 +336,18 @@ def _learner_result(
         ],
         episodes_per_task=per_task,
         vs_baseline=vs,
+        vs_start=vs_start,
+        category_pass1={
+            c: task_interval(
+                _of_category(rates, c, category_of),
+                config.bootstrap_resamples,
+                config.confidence,
+                config.bootstrap_seed,
+            )
+            for c in categories
+        },
+        category_vs_baseline=category_differences,
+        updates=(sum(int(m.get(UPDATED_KEY, m.get(KEPT_KEY, 1) > 0)) for m in steps), len(steps)),
         task_differences=differences,
         failed_episodes=len(failed),
         failure_components=_failure_components(failed),

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import json
+import shutil
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from agents.env_pool import EnvPool
 from agents.episode import EpisodeGroup
 from agents.rollout import Policy, RolloutConfig, rollout_groups
-from envs.core import ToolUseEnv
+from envs.core import ConfigError, ToolUseEnv
 from envs.replay import replay
 from learners.metrics import episode_metrics, goal_completion_metrics
 
@@ -34,14 +36,27 @@ def evaluate_policy(
     return groups
 
 
-def do_nothing_floor(env: ToolUseEnv, task_ids: list[str]) -> float:
-    """pass@1 of an agent that says "Sorry." and stops: the floor to read pass@1 against."""
-    results = list(replay(env, task_ids, "do_nothing"))
-    return sum(r.reward for r in results) / len(results)
+@dataclass(frozen=True)
+class Bounds:
+    """The scripted bounds pass@1 is read between, on the evaluated tasks."""
+
+    floor: float
+    """pass@1 of an agent that says "Sorry." and stops."""
+    ceiling: float
+    """pass@1 of replaying each task's gold actions (1.0 where the benchmark's own
+    solutions always pass)."""
+
+
+def scripted_bounds(env: ToolUseEnv, task_ids: list[str]) -> Bounds:
+    def mean_reward(policy: str) -> float:
+        results = list(replay(env, task_ids, policy))
+        return sum(r.reward for r in results) / len(results)
+
+    return Bounds(floor=mean_reward("do_nothing"), ceiling=mean_reward("gold"))
 
 
 def write_eval(
-    run_dir: Path, step: int, groups: list[EpisodeGroup], floor: float
+    run_dir: Path, step: int, groups: list[EpisodeGroup], bounds: Bounds
 ) -> dict[str, float]:
     """Append the step's metrics to ``eval.jsonl`` and write ``eval_episodes/step_<k>.jsonl``
     (the layout learners/report.py reads)."""
@@ -49,7 +64,8 @@ def write_eval(
         "step": step,
         **episode_metrics(groups, "eval"),
         **goal_completion_metrics(groups, "eval"),
-        "eval/do_nothing_floor": floor,
+        "eval/do_nothing_floor": bounds.floor,
+        "eval/gold_ceiling": bounds.ceiling,
     }
     with (run_dir / "eval.jsonl").open("a") as f:
         f.write(json.dumps(metrics) + "\n")
@@ -67,4 +83,33 @@ def write_eval(
                     "facets": e.facets,
                 }
                 f.write(json.dumps(record) + "\n")
+    return metrics
+
+
+def reuse_start_evaluation(source: Path, run_dir: Path, task_ids: list[str]) -> dict[str, float]:
+    """Copy the step-0 evaluation in ``source`` (an ``evaluate`` output directory, or a run
+    that evaluated its start) into ``run_dir``; it must cover exactly ``task_ids``."""
+    records = source / "eval.jsonl"
+    episodes = source / "eval_episodes" / "step_0.jsonl"
+    if not (records.is_file() and episodes.is_file()):
+        raise ConfigError(
+            f"train.start_eval={source}: not an evaluation directory (needs eval.jsonl and "
+            "eval_episodes/step_0.jsonl, as `toolgym evaluate` writes them)"
+        )
+    lines = episodes.read_text().splitlines()
+    evaluated = sorted(json.loads(line)["task_id"] for line in lines if line)
+    if evaluated != sorted(task_ids):
+        raise ConfigError(
+            f"train.start_eval={source} evaluated {len(evaluated)} tasks, this run evaluates "
+            f"{len(task_ids)} others: evaluate the same split and num_tasks as train.eval_tasks"
+        )
+    starts = [json.loads(line) for line in records.read_text().splitlines() if line]
+    starts = [m for m in starts if m["step"] == 0]
+    if len(starts) != 1:
+        raise ConfigError(f"train.start_eval={source}: eval.jsonl needs one step-0 record")
+    (metrics,) = starts
+    with (run_dir / "eval.jsonl").open("a") as f:
+        f.write(json.dumps(metrics) + "\n")
+    (run_dir / "eval_episodes").mkdir(exist_ok=True)
+    shutil.copyfile(episodes, run_dir / "eval_episodes" / "step_0.jsonl")
     return metrics

@@ -19,17 +19,19 @@ from typing import Any
 
 import numpy as np
 
-from learners.compare_stats import Spread
+from learners.compare_stats import PairedDifference, Spread
 from learners.comparison import (
     GROUP_HEALTH_KEYS,
+    KEPT_KEY,
+    UPDATED_KEY,
     Comparison,
     ComparisonConfig,
     LearnerResult,
     categories_of,
     compare,
 )
-from learners.report_plots import Panel, PlotStyle, curves_figure, weights_figure
-from learners.runs import Run, load_comparison
+from learners.report_plots import Panel, PlotStyle, category_bars, curves_figure, weights_figure
+from learners.runs import START, Run, load_comparison
 
 MISSING = "—"
 
@@ -76,8 +78,11 @@ def results_dict(comparison: Comparison) -> dict[str, Any]:
     """The comparison as JSON-ready data (the numbers behind every table)."""
     data = asdict(comparison)
     for learner, result in zip(data["learners"], comparison.learners, strict=True):
-        if result.vs_baseline is not None:
-            learner["vs_baseline"]["within_noise"] = result.vs_baseline.within_noise
+        for key in ("vs_baseline", "vs_start"):
+            if (d := getattr(result, key)) is not None:
+                learner[key]["within_noise"] = d.within_noise
+        for c, d in result.category_vs_baseline.items():
+            learner["category_vs_baseline"][c]["within_noise"] = d.within_noise
     return data
 
 
@@ -128,6 +133,9 @@ def _draw_figures(
         for name, panels in figures.items()
         if curves_figure(out / f"{name}.png", panels, by_learner, style)
     }
+    intervals = {r.learner: r.category_pass1 for r in comparison.learners}
+    if category_bars(out / "category_pass1.png", intervals, style, config.confidence):
+        drawn["category_pass1"] = "category_pass1.png"
     weights = _weights_to_plot(by_learner, config.histogram_steps)
     if weights_figure(out / "credit_weights.png", weights, config.histogram_bins, style):
         drawn["credit_weights"] = "credit_weights.png"
@@ -180,12 +188,24 @@ def render_markdown(
         "Mean ± sample standard deviation over seeds, [min, max]. *best* picks each seed's "
         "best evaluation on the held-out split itself: optimistic, for reading curves only.",
         "",
-        *_figure(figures, "heldout_pass1", "Held-out pass@1 over training steps"),
+        *_figure(
+            figures,
+            "heldout_pass1",
+            "Held-out pass@1 from step 0 (the start model), mean over seeds with a 95% "
+            "Student-t confidence band over seeds; dashed: the do-nothing floor",
+        ),
         *_goal_completion_section(results),
-        f"## Paired differences vs {c.baseline}",
+        "## Paired differences",
         "",
         *_paired_table(c),
         "",
+        *_category_table(c),
+        *_figure(
+            figures,
+            "category_pass1",
+            f"Held-out pass@1 per task category at the last evaluation, with the "
+            f"{c.config.confidence:.0%} bootstrap CI over tasks (n = tasks in the category)",
+        ),
         *_task_differences_section(c, config.task_rows),
         "## pass@k and pass^k",
         "",
@@ -203,8 +223,17 @@ def render_markdown(
         "",
         "## Training curves: rollout success by category",
         "",
-        *_figure(figures, "training_success", "Rollout success by category"),
-        *_figure(figures, "reward_components", "Evaluator components per training step"),
+        *_figure(
+            figures,
+            "training_success",
+            "Training rollout success per step, overall and by category (sampled siblings, "
+            "mean over seeds with a 95% band)",
+        ),
+        *_figure(
+            figures,
+            "reward_components",
+            "Each evaluator component of the training rollouts per step (mean over seeds)",
+        ),
         "## Zero-tool audit",
         "",
         "Share of information-only successes that call no tool, and tool calls per success "
@@ -213,7 +242,12 @@ def render_markdown(
         "",
         *_zero_tool_table(results),
         "",
-        *_figure(figures, "zero_tool_audit", "Zero-tool audit per training step"),
+        *_figure(
+            figures,
+            "zero_tool_audit",
+            "Zero-tool audit per training step: share of info-only successes without a tool "
+            "call, and tool calls per success",
+        ),
         "## Group health",
         "",
         "Share of sibling groups per step that are mixed (some pass, some fail: the only "
@@ -222,11 +256,19 @@ def render_markdown(
         "",
         *_group_health_table(results),
         "",
-        *_figure(figures, "group_health", "Group health per training step"),
+        *_figure(
+            figures,
+            "group_health",
+            "Share of sibling groups per step that were mixed, all-fail or all-pass",
+        ),
         "## Credit weights",
         "",
         *(
-            _figure(figures, "credit_weights", "Credit weight histograms")
+            _figure(
+                figures,
+                "credit_weights",
+                "Histograms of the credit weights W on response tokens at a few steps",
+            )
             or ["No run wrote credit weights (`weights/`).", ""]
         ),
         "## Training diagnostics",
@@ -237,11 +279,12 @@ def render_markdown(
 
 
 def _runs_table(runs: list[Run], comparison_dir: Path) -> list[str]:
-    head = ["learner", "seed", "model", "training steps", "evaluations", "last evaluated", "run"]
+    head = ["learner", "seed", "model", "updates / steps", "evaluations", "last evaluated", "run"]
     rows = [_row(head), _row(["---"] * len(head))]
     for r in runs:
         cells = [r.learner, str(r.seed), r.model or MISSING]
-        cells += [str(int(r.metrics[-1]["step"])) if r.metrics else "0", str(len(r.evals))]
+        updated = sum(int(m.get(UPDATED_KEY, m.get(KEPT_KEY, 1) > 0)) for m in r.metrics)
+        cells += [f"{updated} / {len(r.metrics)}", str(len(r.evals))]
         cells += [f"step {int(r.final_eval['step'])}", f"`{r.path.relative_to(comparison_dir)}`"]
         rows.append(_row(cells))
     return rows
@@ -255,6 +298,7 @@ def _pass1_table(results: list[LearnerResult]) -> list[str]:
         "seeds",
         "pass@1 (last)",
         "do-nothing floor",
+        "gold-replay ceiling",
         "pass@1 (best)",
         "best at step",
     ]
@@ -266,6 +310,7 @@ def _pass1_table(results: list[LearnerResult]) -> list[str]:
             str(len(r.seeds)),
             _spread(r.final),
             _spread(r.floor),
+            _spread(r.ceiling),
             _spread(r.best),
             ", ".join(map(str, r.best_steps)),
         ]
@@ -276,34 +321,27 @@ def _pass1_table(results: list[LearnerResult]) -> list[str]:
 
 def _paired_table(c: Comparison) -> list[str]:
     level = f"{c.config.confidence:.0%} CI"
-    rows = [
-        _row(["learner", f"Δ pass@1 vs {c.baseline}", level, "tasks × seeds", "verdict"]),
-        _row(["---"] * 5),
-    ]
+    head = ["learner", "vs", "Δ pass@1", level, "detectable Δ (80% power)", "tasks × seeds"]
+    rows = [_row([*head, "verdict"]), _row(["---"] * (len(head) + 1))]
     unpaired = 0
     for r in c.learners:
-        d = r.vs_baseline
-        if d is None:
-            continue
-        unpaired += d.unpaired
-        verdict = "within noise" if d.within_noise else ("better" if d.mean > 0 else "worse")
-        rows.append(
-            _row(
-                [
-                    r.learner,
-                    f"{d.mean:+.3f}",
-                    f"[{d.ci_low:+.3f}, {d.ci_high:+.3f}]",
-                    f"{d.tasks} × {d.seeds}",
-                    verdict,
-                ]
-            )
-        )
+        pairs = [(c.baseline, r.vs_baseline)]
+        if c.baseline != START:
+            pairs.append((START, r.vs_start))
+        for other, d in pairs:
+            if d is None:
+                continue
+            unpaired += d.unpaired
+            rows.append(_row([r.learner, other, *_difference_cells(d)]))
     rows += [
         "",
-        f"Paired by (seed, task) on each run's last evaluation; CI: percentile bootstrap over "
-        f"tasks ({c.config.bootstrap_resamples} resamples, seed {c.config.bootstrap_seed}). "
-        f"**{c.tasks} tasks is a small sample**: one task moves pass@1 by {1 / c.tasks:.3f}, "
-        "so a difference whose CI contains 0 is within noise, not a result.",
+        f"Paired by (seed, task) on each run's last evaluation (`start`: the step-0 "
+        f"evaluation of the model every learner started from). CI: percentile bootstrap over "
+        f"tasks (scipy.stats.bootstrap, {c.config.bootstrap_resamples} resamples, seed "
+        f"{c.config.bootstrap_seed}). Detectable Δ: the true difference these tasks would "
+        f"find with 80% power at this level, from the observed per-task spread; a "
+        f"difference within noise and smaller than it is one this experiment cannot see. "
+        f"One task of {c.tasks} moves pass@1 by {1 / c.tasks:.3f}.",
     ]
     if unpaired:
         rows += [
@@ -312,6 +350,44 @@ def _paired_table(c: Comparison) -> list[str]:
             "left out: the runs did not evaluate identical tasks and seeds.",
         ]
     return rows
+
+
+def _difference_cells(d: PairedDifference) -> list[str]:
+    verdict = "within noise" if d.within_noise else ("better" if d.mean > 0 else "worse")
+    detectable = MISSING if d.detectable is None else f"{d.detectable:.3f}"
+    return [
+        f"{d.mean:+.3f}",
+        f"[{d.ci_low:+.3f}, {d.ci_high:+.3f}]",
+        detectable,
+        f"{d.tasks} × {d.seeds}",
+        verdict,
+    ]
+
+
+def _category_table(c: Comparison) -> list[str]:
+    """Per category and learner: the paired difference against the baseline, or "too few
+    tasks to tell" under ``min_category_tasks``."""
+    level = f"{c.config.confidence:.0%} CI"
+    head = ["learner", "category", "Δ pass@1", level, "detectable Δ (80% power)", "tasks × seeds"]
+    rows = [_row([*head, "verdict"]), _row(["---"] * (len(head) + 1))]
+    for r in c.learners:
+        for category, d in r.category_vs_baseline.items():
+            if d.tasks < c.config.min_category_tasks:
+                cells = [f"{d.mean:+.3f}", MISSING, MISSING, f"{d.tasks} × {d.seeds}"]
+                rows.append(_row([r.learner, category, *cells, "too few tasks to tell"]))
+            else:
+                rows.append(_row([r.learner, category, *_difference_cells(d)]))
+    if len(rows) == 2:
+        return []
+    return [
+        f"## Paired differences vs {c.baseline} by category",
+        "",
+        *rows,
+        "",
+        f"A category with fewer than {c.config.min_category_tasks} held-out tasks gets no "
+        "verdict: a bootstrap over so few tasks does not reach its nominal coverage.",
+        "",
+    ]
 
 
 def _task_differences_section(c: Comparison, task_rows: int) -> list[str]:
@@ -466,7 +542,8 @@ def _diagnostics_table(results: list[LearnerResult]) -> list[str]:
 
 
 def _figure(figures: dict[str, str], name: str, caption: str) -> list[str]:
-    return [f"![{caption}]({figures[name]})", ""] if name in figures else []
+    """The figure and, under it, its one-line caption."""
+    return [f"![{caption}]({figures[name]})", "", f"*{caption}.*", ""] if name in figures else []
 
 
 def _row(cells: list[str]) -> str:

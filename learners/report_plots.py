@@ -1,6 +1,10 @@
 """The figures of a comparison report, drawn with matplotlib's Agg canvas (no display,
-no pyplot state): per-step curves (mean over seeds, min-max band) and credit-weight
-histograms. Each function writes one PNG and returns False when there is nothing to draw.
+no pyplot state): per-step curves (mean over seeds, Student-t confidence band), per-category
+bars with bootstrap CIs, and credit-weight histograms. Each function writes one PNG and
+returns False when there is nothing to draw.
+
+Every learner keeps one color, marker and line style across figures, and learners are
+dodged sideways a little, so that equal values stay visible instead of hiding each other.
 """
 
 from __future__ import annotations
@@ -12,8 +16,9 @@ from pathlib import Path
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
-from learners.compare_stats import step_curve
+from learners.compare_stats import Interval, step_curve
 from learners.runs import Run
 
 SHARE_LIMITS = (-0.03, 1.03)  # [0, 1] with a margin, so lines at 0 and 1 stay visible
@@ -45,24 +50,65 @@ def curves_figure(
     runs_by_learner: Mapping[str, Sequence[Run]],
     style: PlotStyle,
 ) -> bool:
-    """One panel per scalar, one line per learner."""
+    """One panel per scalar, one line per learner (mean over seeds, 95% band)."""
     drawn = [p for p in panels if _curves(p, runs_by_learner)]
     if not drawn:
         return False
     fig, axes = _figure(len(drawn), style)
+    learners = sorted(runs_by_learner)
     for ax, panel in zip(axes, drawn, strict=False):
-        for learner, curve in _curves(panel, runs_by_learner).items():
-            color = _color(learner, runs_by_learner)
-            ax.plot(curve.steps, curve.mean, color=color, label=learner, marker=".")
-            ax.fill_between(curve.steps, curve.low, curve.high, color=color, alpha=0.2, lw=0)
+        curves = _curves(panel, runs_by_learner)
+        for learner, curve in curves.items():
+            look = _look(learner, learners)
+            steps = np.asarray(curve.steps, dtype=float) + _dodge(learner, learners)
+            ax.plot(steps, curve.mean, label=learner, markerfacecolor="none", **look)
+            if any(lo != hi for lo, hi in zip(curve.low, curve.high, strict=True)):
+                ax.fill_between(steps, curve.low, curve.high, color=look["color"], alpha=0.12)
         if panel.floor is not None:
             ax.axhline(panel.floor, color="grey", ls="--", lw=1, label="do-nothing floor")
-        if panel.share:
-            ax.set_ylim(*SHARE_LIMITS)
+        _y_range(ax, panel, curves.values())
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_title(panel.title)
         ax.set_xlabel("step")
+        ax.set_ylabel(panel.title.split(":")[0])
         ax.grid(alpha=0.3)
-    axes[0].legend(fontsize="small")
+        ax.legend(fontsize="x-small")
+    fig.savefig(path)
+    return True
+
+
+def category_bars(
+    path: Path,
+    intervals: Mapping[str, Mapping[str, Interval]],
+    style: PlotStyle,
+    confidence: float,
+) -> bool:
+    """Grouped bars: per category, each learner's held-out pass@1 with its CI."""
+    categories = list(dict.fromkeys(c for by_c in intervals.values() for c in by_c))
+    if not categories:
+        return False
+    fig, (ax, *_) = _figure(1, PlotStyle(style.dpi, _wide(style, len(categories)), 1))
+    learners = list(intervals)
+    width = 0.8 / len(learners)
+    for k, learner in enumerate(learners):
+        look = _look(learner, sorted(learners))
+        xs, means, errors = [], [], [[], []]
+        for i, c in enumerate(categories):
+            if c in intervals[learner]:
+                iv = intervals[learner][c]
+                xs.append(i - 0.4 + width * (k + 0.5))
+                means.append(iv.mean)
+                errors[0].append(iv.mean - iv.low)
+                errors[1].append(iv.high - iv.mean)
+        ax.bar(xs, means, width, color=look["color"], alpha=0.7, label=learner)
+        ax.errorbar(xs, means, yerr=errors, fmt="none", ecolor="black", capsize=3, lw=1)
+    tasks = {c: max(iv[c].tasks for iv in intervals.values() if c in iv) for c in categories}
+    ax.set_xticks(range(len(categories)), [f"{c}\n(n={tasks[c]})" for c in categories])
+    ax.set_ylim(*SHARE_LIMITS)
+    ax.set_ylabel("held-out pass@1")
+    ax.set_title(f"held-out pass@1 by category ({confidence:.0%} bootstrap CI over tasks)")
+    ax.grid(alpha=0.3, axis="y")
+    ax.legend(fontsize="x-small")
     fig.savefig(path)
     return True
 
@@ -109,6 +155,38 @@ def _figure(n_panels: int, style: PlotStyle):
     return fig, axes
 
 
-def _color(learner: str, runs_by_learner: Mapping[str, Sequence[Run]]) -> str:
-    """The same color for a learner in every figure (matplotlib's 10-color cycle)."""
-    return f"C{sorted(runs_by_learner).index(learner) % 10}"
+MARKERS = ("o", "s", "^", "D", "v", "P", "X")
+LINESTYLES = ("-", "--", ":", "-.")
+
+
+def _look(learner: str, learners: Sequence[str]) -> dict:
+    """The same color, marker and line style for a learner in every figure."""
+    i = list(learners).index(learner)
+    return {
+        "color": f"C{i % 10}",
+        "marker": MARKERS[i % len(MARKERS)],
+        "ls": LINESTYLES[i % len(LINESTYLES)],
+    }
+
+
+def _dodge(learner: str, learners: Sequence[str]) -> float:
+    """A small sideways offset per learner (in steps), centred on the true step."""
+    i, n = list(learners).index(learner), len(learners)
+    return 0.08 * (i - (n - 1) / 2)
+
+
+def _y_range(ax, panel: Panel, curves) -> None:
+    """Shares on [0, 1]; other scalars on their own range, widened when it is flat."""
+    if panel.share:
+        ax.set_ylim(*SHARE_LIMITS)
+        return
+    values = [v for c in curves for v in (*c.low, *c.high)]
+    low, high = min(values), max(values)
+    if high - low < 1e-9:
+        pad = max(abs(high) * 0.1, 0.5)
+        ax.set_ylim(low - pad, high + pad)
+
+
+def _wide(style: PlotStyle, groups: int) -> tuple[float, float]:
+    width, height = style.panel_inches
+    return max(width, 1.2 * groups + 1.5), height

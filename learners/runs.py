@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass, field
+from collections import defaultdict
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,8 @@ RUN_KEYS = ("env", "learner", "seed")
 EVAL_KEYS = ("step", "eval/success")
 EPISODE_KEYS = ("task_id", "category", "reward")
 WEIGHTS_FILE = re.compile(r"step_(\d+)\.npy")
+START = "start"
+"""The learner name of the step-0 evaluations (:func:`start_runs`)."""
 
 
 class ComparisonError(ConfigError):
@@ -76,9 +79,7 @@ def load_run(path: Path) -> Run:
     if not evals:
         raise ComparisonError(f"{path / 'eval.jsonl'} holds no evaluation")
     final_step = int(evals[-1]["step"])
-    episodes = _read_jsonl(path / "eval_episodes" / f"step_{final_step}.jsonl", EPISODE_KEYS)
-    if not episodes:
-        raise ComparisonError(f"{path / 'eval_episodes' / f'step_{final_step}.jsonl'} is empty")
+    episodes = _episodes(path, final_step)
     weights_dir = path / "weights"
     weight_files = {
         int(m.group(1)): p
@@ -94,19 +95,55 @@ def load_run(path: Path) -> Run:
         config=info.get("config", {}),
         metrics=metrics,
         evals=evals,
-        final_episodes=[
-            EvalEpisode(
-                task_id=str(e["task_id"]),
-                category=str(e["category"]),
-                reward=float(e["reward"]),
-                tool_calls=tuple(e.get("tool_calls", ())),
-                reward_components=dict(e.get("reward_components", {})),
-                facets={k: tuple(v) for k, v in e.get("facets", {}).items()},
-            )
-            for e in episodes
-        ],
+        final_episodes=episodes,
         weight_files=dict(sorted(weight_files.items())),
     )
+
+
+def _episodes(path: Path, step: int) -> list[EvalEpisode]:
+    file = path / "eval_episodes" / f"step_{step}.jsonl"
+    records = _read_jsonl(file, EPISODE_KEYS)
+    if not records:
+        raise ComparisonError(f"{file} is empty")
+    return [
+        EvalEpisode(
+            task_id=str(e["task_id"]),
+            category=str(e["category"]),
+            reward=float(e["reward"]),
+            tool_calls=tuple(e.get("tool_calls", ())),
+            reward_components=dict(e.get("reward_components", {})),
+            facets={k: tuple(v) for k, v in e.get("facets", {}).items()},
+        )
+        for e in records
+    ]
+
+
+def start_runs(runs: list[Run]) -> list[Run]:
+    """Per seed, the step-0 evaluation every trained run of that seed shares (the model
+    they all started from), as a run of learner :data:`START`: what training is measured
+    from. A seed whose trained runs did not all evaluate step 0 identically gets none."""
+    by_seed: dict[int, list[Run]] = defaultdict(list)
+    for run in runs:
+        if run.metrics:
+            by_seed[run.seed].append(run)
+    starts = []
+    for seed_runs in by_seed.values():
+        if any(int(r.evals[0]["step"]) != 0 for r in seed_runs):
+            continue
+        episodes = [_episodes(r.path, 0) for r in seed_runs]
+        if all(e == episodes[0] for e in episodes):
+            first = seed_runs[0]
+            starts.append(
+                replace(
+                    first,
+                    learner=START,
+                    metrics=[],
+                    evals=[first.evals[0]],
+                    final_episodes=episodes[0],
+                    weight_files={},
+                )
+            )
+    return starts
 
 
 def load_comparison(comparison_dir: Path) -> list[Run]:

@@ -34,7 +34,7 @@ from credit.teacher import Teacher
 from credit.types import TokenAdvantages
 from envs.core import ToolUseEnv
 from learners.checkpoint import load_trainer_state, save_checkpoint
-from learners.evaluate import do_nothing_floor, evaluate_policy, write_eval
+from learners.evaluate import evaluate_policy, reuse_start_evaluation, scripted_bounds, write_eval
 from learners.forward import backward_shared_prefix
 from learners.metrics import episode_metrics
 from learners.registry import Learner, LearnerContext, LossInput, get_learner
@@ -70,6 +70,12 @@ class TrainConfig:
     paper's Tables 3-4 (toolgym choice)."""
     eval_every: int = 0
     """Held-out evaluation every k steps (0: only after the last step)."""
+    eval_at_start: bool = False
+    """Also evaluate the initial model, as step 0, so that curves start where training did."""
+    start_eval: str | None = None
+    """An ``evaluate`` output directory of the initial model on the same tasks, copied as
+    the step-0 evaluation instead of computing it again (greedy evaluation of one model
+    gives the same episodes for every learner and seed)."""
     eval_tasks: int | None = None
     """Evaluate on the first k tasks of the eval split (None: all)."""
     checkpoint_every: int = 1
@@ -200,7 +206,17 @@ class Trainer:
         on_eval: Callable[[int, dict[str, float]], None] | None = None,
     ) -> None:
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        self.floor = do_nothing_floor(self.parts.eval_env, self._eval_task_ids())
+        self.bounds = scripted_bounds(self.parts.eval_env, self._eval_task_ids())
+        if self.config.eval_at_start and not self._evaluated(0):
+            evaluation = (
+                reuse_start_evaluation(
+                    Path(self.config.start_eval), self.run_dir, self._eval_task_ids()
+                )
+                if self.config.start_eval
+                else self.evaluate(0)
+            )
+            if on_eval:
+                on_eval(0, evaluation)
         for step in range(self.start_step, self.config.steps + 1):
             metrics = self.step(step)
             _append(self.run_dir / "metrics.jsonl", metrics)
@@ -227,6 +243,8 @@ class Trainer:
             }
         )
         metrics["time/rollout_s"] = time.perf_counter() - started
+        # a step without a mixed group has no learning signal: no gradient step is taken
+        metrics["train/updated"] = float(bool(groups))
         if not groups:
             metrics["time/step_s"] = time.perf_counter() - started
             return metrics
@@ -308,7 +326,13 @@ class Trainer:
         groups = evaluate_policy(
             self.parts.eval_pool, self.parts.policy, self._eval_task_ids(), greedy, self.config.seed
         )
-        return write_eval(self.run_dir, step, groups, self.floor)
+        return write_eval(self.run_dir, step, groups, self.bounds)
+
+    def _evaluated(self, step: int) -> bool:
+        path = self.run_dir / "eval.jsonl"
+        return path.is_file() and any(
+            json.loads(line)["step"] == step for line in path.read_text().splitlines() if line
+        )
 
     def _save_weights(
         self, step: int, advantages: TokenAdvantages, groups: list[EpisodeGroup]

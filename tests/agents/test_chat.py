@@ -7,7 +7,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from agents.chat import ChatBackendError, make_chat_backend
+from agents.chat import ChatBackendError, complete_many, make_chat_backend
 from envs.core import ConfigError
 from envs.users import STOP
 
@@ -211,3 +211,32 @@ def test_local_backend_is_reproducible_under_concurrent_calls():
             pool.map(lambda _: backend.complete(messages, temperature=1.0, seed=0), range(8))
         )
     assert together == [alone] * 8
+
+
+def test_local_backend_batches_requests_exactly():
+    """A batch of requests decodes together; greedy replies equal each request alone, and a
+    sampled batch repeats under its seed."""
+    backend = make_chat_backend({"kind": "local", "model": "tiny-random", "max_tokens": 12})
+    requests = [
+        [{"role": "user", "content": "Which step decided the outcome?"}],
+        [{"role": "user", "content": "Was the refund policy checked before cancelling?"}],
+    ]
+    greedy = backend.complete_batch(requests, temperature=0.0, seed=0)
+    assert greedy == [backend.complete(r, temperature=0.0, seed=0) for r in requests]
+    sampled = backend.complete_batch(requests, temperature=1.0, seed=5)
+    assert sampled == backend.complete_batch(requests, temperature=1.0, seed=5)
+    assert sampled != backend.complete_batch(requests, temperature=1.0, seed=6)
+
+
+def test_complete_many_gives_none_where_the_backend_failed():
+    class Flaky:
+        model = "flaky"
+
+        def complete(self, messages, *, temperature, seed):
+            if "fail" in messages[0]["content"]:
+                raise ChatBackendError("overloaded")
+            return messages[0]["content"].upper()
+
+    requests = [[{"role": "user", "content": c}] for c in ("a", "fail", "b")]
+    replies = complete_many(Flaky(), requests, temperature=None, seed=None, max_concurrent=2)
+    assert replies == ["A", None, "B"]

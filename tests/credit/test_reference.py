@@ -9,7 +9,7 @@ from credit.reference import (
     reference_messages,
     select_siblings,
     truncate_middle,
-    write_reference,
+    write_references,
 )
 from credit.sanitizer import PrivateValues, Sanitizer, SanitizerConfig
 
@@ -85,8 +85,8 @@ def test_one_pair_too_long_is_truncated_within_budget():
     )
     config = ReferenceConfig(max_prompt_chars=len(SYSTEM_PROMPT) + 2000)
     analyst = RecordingAnalyst()
-    ref = write_reference(
-        group, "Book it.", Sanitizer(SanitizerConfig(), PrivateValues()), analyst, config
+    (ref,) = write_references(
+        [(group, "Book it.", Sanitizer(SanitizerConfig(), PrivateValues()))], analyst, config
     )
     assert ref.selection.fallback and ref.selection.chars_per_trace is not None
     assert ref.prompt_chars <= config.max_prompt_chars
@@ -135,10 +135,8 @@ def test_table5_prompt_with_sanitized_siblings():
         ]
     )
     analyst = RecordingAnalyst(reply="(5) mask ZFA04Y and $450")
-    ref = write_reference(
-        group,
-        "Cancel ZFA04Y please",
-        Sanitizer(SanitizerConfig(), private),
+    (ref,) = write_references(
+        [(group, "Cancel ZFA04Y please", Sanitizer(SanitizerConfig(), private))],
         analyst,
         ReferenceConfig(),
     )

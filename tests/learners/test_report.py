@@ -214,6 +214,7 @@ def test_report_files(comparison):
     for name in (
         "training_success",
         "heldout_pass1",
+        "category_pass1",
         "zero_tool_audit",
         "group_health",
         "credit_weights",
@@ -221,6 +222,11 @@ def test_report_files(comparison):
         png = path.parent / f"{name}.png"
         assert png.read_bytes()[:4] == b"\x89PNG", name
         assert f"]({name}.png)" in path.read_text()
+    # every figure has a caption line under it
+    lines = path.read_text().splitlines()
+    for i, line in enumerate(lines):
+        if line.startswith("!["):
+            assert lines[i + 2].startswith("*") and lines[i + 2].endswith(".*"), line
 
 
 def test_pass1_over_seeds_last_and_best(comparison):
@@ -253,6 +259,53 @@ def test_paired_differences_in_results(comparison):
     sgcd = learner(results, "sgcd")["vs_baseline"]
     assert sgcd["mean"] == pytest.approx(0.2) and sgcd["ci_low"] > 0
     assert not sgcd["within_noise"] and (sgcd["tasks"], sgcd["seeds"]) == (20, 2)
+
+
+def test_the_shared_step_0_evaluation_is_the_start_learner(comparison):
+    """Every run of a seed evaluated the same 6 tasks at step 0: that is ``start``, and
+    each learner is paired against it (sgcd: 0.75 - 0.30)."""
+    path, results = comparison
+    start = learner(results, "start")
+    assert start["final"]["mean"] == pytest.approx(0.3) and start["seeds"] == [0, 1]
+    assert start["vs_start"] is None and start["updates"] == [0, 0]
+    sgcd = learner(results, "sgcd")["vs_start"]
+    assert sgcd["mean"] == pytest.approx(0.45) and not sgcd["within_noise"]
+    assert learner(results, "grpo")["updates"] == [20, 20]
+    assert "| sgcd | start | +0.450 |" in path.read_text()
+    assert "| grpo | 0 | tiny | 10 / 10 | 3 |" in path.read_text()
+
+
+def test_runs_whose_step_0_evaluations_differ_have_no_start(tmp_path):
+    write_run(tmp_path, "grpo", 0, {0: 6, 2: 8}, training_metrics((0, 0), (1, 1)))
+    write_run(tmp_path, "sgcd", 0, {0: 7, 2: 9}, training_metrics((0, 0), (1, 1)))
+    results = json.loads((write_report(tmp_path).parent / "results.json").read_text())
+    assert [r["learner"] for r in results["learners"]] == ["grpo", "sgcd"]
+
+
+def test_categories_with_few_tasks_get_no_verdict(comparison):
+    path, results = comparison
+    sgcd = learner(results, "sgcd")
+    # state_changing: 13 tasks, t10-t12 gained (t10, t11 on one seed of two): +2/13
+    state = sgcd["category_vs_baseline"]["state_changing"]
+    assert state["mean"] == pytest.approx(2 / 13) and state["tasks"] == 13
+    assert sgcd["category_pass1"]["state_changing"]["mean"] == 1.0
+    text = path.read_text()
+    assert "| sgcd | transfer_only | +0.000 | — | — | 1 × 2 | too few tasks to tell |" in text
+    assert "| sgcd | state_changing | +0.154 |" in text
+
+
+def test_the_detectable_difference_follows_the_per_task_spread():
+    """Half of 40 tasks gained one success: sd of the differences 0.5064, so the 80%-power
+    difference at 95% is (1.960 + 0.842) x 0.5064 / sqrt(40) = 0.224."""
+    tasks = [f"t{i}" for i in range(40)]
+    a = {(0, t): float(i % 2 == 0) for i, t in enumerate(tasks)}
+    b = {(0, t): 0.0 for t in tasks}
+    d = paired_difference(a, b, resamples=1000, confidence=0.95, seed=0)
+    assert d.detectable == pytest.approx(
+        2.8016 * np.std([1, 0] * 20, ddof=1) / np.sqrt(40), rel=1e-4
+    )
+    assert d.detectable == pytest.approx(0.224, abs=1e-3)
+    assert paired_difference(b, b, resamples=10, confidence=0.95, seed=0).detectable is None
 
 
 def test_tasks_gained_and_lost_against_the_baseline(comparison):
@@ -299,10 +352,10 @@ def test_report_tables_print_the_numbers_and_the_floor(comparison):
     path, _ = comparison
     text = path.read_text()
     assert "| sgcd | 2 | 0.750 ± 0.071 [0.700, 0.800] | 0.350 |" in text
-    assert "| grpo | 2 | 0.550 ± 0.071 [0.500, 0.600] | 0.350 | 0.575 ± 0.035" in text
-    assert "| sdpo | +0.000 | [+0.000, +0.000] | 20 × 2 | within noise |" in text
-    assert "| sgcd | +0.200 |" in text and "| better |" in text
-    assert "20 tasks is a small sample" in text
+    assert "| grpo | 2 | 0.550 ± 0.071 [0.500, 0.600] | 0.350 | — | 0.575 ± 0.035" in text
+    assert "| sdpo | grpo | +0.000 | [+0.000, +0.000] | — | 20 × 2 | within noise |" in text
+    assert "| sgcd | grpo | +0.200 |" in text and "| better |" in text
+    assert "One task of 20 moves pass@1 by 0.050" in text
     # pass@1 from the episodes, with the floor beside it
     assert (
         "| sgcd | 1 | 1 | 0.750 ± 0.071 [0.700, 0.800] | 0.750 ± 0.071 [0.700, 0.800] | 0.350 |"

@@ -71,3 +71,24 @@ def test_training_on_a_held_out_split_is_refused(tmp_path):
     with pytest.raises(ConfigError, match="training must not use the held-out 'test' split"):
         train_one(config("grpo", "env.split=test"), tmp_path)
     assert not any(tmp_path.iterdir())
+
+
+def test_the_start_evaluation_is_computed_or_reused(tmp_path):
+    """``eval_at_start`` evaluates the initial model as step 0; ``start_eval`` copies an
+    evaluation of it instead, and only when it covers the same tasks."""
+    computed = tmp_path / "computed"
+    train_one(config("grpo", "train.steps=1", "train.eval_at_start=true"), computed)
+    assert [e["step"] for e in lines(computed / "eval.jsonl")] == [0, 1]
+    assert (computed / "eval_episodes" / "step_0.jsonl").is_file()
+    assert "eval/gold_ceiling" in lines(computed / "eval.jsonl")[0]
+
+    reused = tmp_path / "reused"
+    extra = ["train.steps=1", "train.eval_at_start=true", f"train.start_eval={computed}"]
+    train_one(config("grpo", *extra), reused)
+    assert lines(reused / "eval.jsonl")[0] == lines(computed / "eval.jsonl")[0]
+    step_0 = "eval_episodes/step_0.jsonl"
+    assert (reused / step_0).read_text() == (computed / step_0).read_text()
+    assert [m["train/updated"] for m in lines(reused / "metrics.jsonl")] == [1.0]
+
+    with pytest.raises(ConfigError, match="evaluated 2 tasks, this run evaluates 3"):
+        train_one(config("grpo", *extra, "train.eval_tasks=3"), tmp_path / "mismatch")
