@@ -4,7 +4,8 @@ same policy re-prompted with a successful sibling.
 Per response token the student's distribution on its own top-K tokens plus a tail bucket
 is pulled toward the teacher's on that support by an alpha-JSD (alpha 0: forward KL
 KL(teacher||student), 1: reverse KL KL(student||teacher), between: the generalised JSD
-with mixture alpha*student + (1-alpha)*teacher), weighted by the importance ratio clipped
+with mixture (1-alpha)*student + alpha*teacher, as lasgroup/SDPO's
+``compute_self_distillation_loss``), weighted by the importance ratio clipped
 at ``is_clip``. An episode with no other successful sibling has no teacher and no loss.
 The verifier reward enters only through which siblings may teach (the paper's §3 shows
 why that is not enough).
@@ -52,13 +53,15 @@ def alpha_divergence(student: torch.Tensor, teacher: torch.Tensor, alpha: float)
         return (p_t * (teacher - student)).sum(-1)
     if alpha == 1.0:
         return (p_s * (student - teacher)).sum(-1)
+    # lasgroup/SDPO's generalised JSD: M = (1-α)·S + α·T, loss = (1-α)·KL(S‖M) + α·KL(T‖M)
+    # (their ``lerp(kl_student, kl_teacher, alpha)``); the ends are the plain KLs, as there.
     mixture = torch.logsumexp(
         torch.stack(
-            [student + torch.log(torch.tensor(alpha)), teacher + torch.log(torch.tensor(1 - alpha))]
+            [student + torch.log(torch.tensor(1 - alpha)), teacher + torch.log(torch.tensor(alpha))]
         ),
         dim=0,
     )  # (R, S)
-    return alpha * (p_s * (student - mixture)).sum(-1) + (1 - alpha) * (
+    return (1 - alpha) * (p_s * (student - mixture)).sum(-1) + alpha * (
         p_t * (teacher - mixture)
     ).sum(-1)
 
