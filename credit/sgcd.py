@@ -99,11 +99,12 @@ def assign_sgcd(
     started = time.perf_counter()
     scorer = TeacherScorer(teacher.model, config.scoring)
     credits: dict[int, list[RolloutCredit]] = {}
+    teacher_prompts = {i: teacher.prompts.teacher_prompt_ids(groups[i], contexts[i]) for i in mixed}
     for i in mixed:
         excluded = sanitizers[i].hidden_values if config.zero_weight_on_masked_literals else []
         credits[i] = teacher_credit(
             groups[i],
-            teacher.prompts.teacher_prompt_ids(groups[i], contexts[i]),
+            teacher_prompts[i],
             scorer,
             teacher.prompts,
             config.scoring.divergence,
@@ -128,7 +129,12 @@ def assign_sgcd(
         weights.append(w)
     scored = [c for i in mixed for c in credits[i]]
     diagnostics.update(_credit_diagnostics(groups, values, scored, weights, mixed))
-    return TokenAdvantages(advantages=advantages, weights=weights, diagnostics=diagnostics)
+    return TokenAdvantages(
+        advantages=advantages,
+        weights=weights,
+        diagnostics=diagnostics,
+        teacher_prompts=[teacher_prompts.get(i) for i, _ in _episode_keys(groups)],
+    )
 
 
 def _episode_keys(groups: list[EpisodeGroup]) -> list[tuple[int, int]]:

@@ -34,7 +34,11 @@ class ScoringConfig:
     (lasgroup/SDPO) uses K = 100, as Table 7 lists ("top-K≈100")."""
     divergence: str = "reverse_kl"
     """``reverse_kl`` (SGCD's reported runs, eq. 2), ``forward_kl`` or ``jsd`` (the pilot
-    checks of §4.3 / App. B)."""
+    checks of §4.3 / App. B). Computed on the policy's own distributions, at temperature 1
+    whatever the sampling temperature: eq. 2 compares the policy p with the teacher q, and
+    the credit features describe what the model believes, not how it was sampled (toolgym
+    choice; SDPO's loss, by contrast, divides by the sampling temperature as
+    lasgroup/SDPO does, since its gradient acts on the sampling distribution)."""
     max_tokens_per_forward: int = 16_384
     """Siblings are batched while ``batch × longest episode`` stays within this, at least one
     per forward; it bounds the forward's activations (logits are kept only at response

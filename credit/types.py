@@ -15,8 +15,12 @@ class TokenAdvantages:
     wherever ``response_mask`` is 0. ``weights[i]`` (same shape) is the detached credit
     weight that multiplied the broadcast group-relative advantage (all ones for GRPO).
     ``diagnostics`` are scalar metrics with namespaced keys (``credit/...``).
+    ``teacher_prompts[i]`` is the teacher prompt episode ``i`` was scored under (SGCD: its
+    group's credit-reference context), None where it was not scored; empty for methods
+    without a teacher.
     """
 
     advantages: list[torch.Tensor]
     weights: list[torch.Tensor]
     diagnostics: dict[str, float] = field(default_factory=dict)
+    teacher_prompts: list[list[int] | None] = field(default_factory=list)

@@ -16,12 +16,20 @@ from learners.registry import LearnerContext, LossInput, register_learner
 class GRPOKLConfig(GRPOConfig):
     kl_coef: float = 0.01
     """β of the KL penalty (k3 estimator, Schulman 2020), per response token."""
+    kl_clamp: float | None = 10.0
+    """Upper bound of each token's k3 (verl's ``low_var_kl`` clamps it to 10): a token far
+    off the reference adds at most this and no gradient; None: unclamped."""
 
 
-def k3(new: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
-    """Per-token ``exp(ref - new) - (ref - new) - 1`` >= 0, an unbiased KL(π||π_ref) estimate."""
+def k3(new: torch.Tensor, reference: torch.Tensor, clamp: float | None = None) -> torch.Tensor:
+    """Per-token ``exp(ref - new) - (ref - new) - 1`` >= 0 (at most ``clamp``).
+
+    Its value, on tokens sampled from π, is an unbiased estimate of KL(π‖π_ref); used as a
+    loss, its gradient ``(1 - π_ref/π) ∇log π`` has the expectation ``∇ KL(π_ref‖π)``:
+    the penalty pulls toward covering the reference's mass (Tang & Munos 2025)."""
     log_ratio = reference - new
-    return torch.exp(log_ratio) - log_ratio - 1
+    value = torch.exp(log_ratio) - log_ratio - 1
+    return value if clamp is None else value.clamp(max=clamp)
 
 
 @register_learner("grpo_kl", GRPOKLConfig)
@@ -54,6 +62,6 @@ class GRPOKL(GRPO):
     def loss(self, x: LossInput) -> tuple[torch.Tensor, dict[str, float]]:
         new, old, mask = self.logprobs(x)
         loss, metrics = self.pg_loss(x, new, old, mask)
-        kl = (k3(new, self.reference_logprobs(x)) * mask).sum() * x.scale
+        kl = (k3(new, self.reference_logprobs(x), self.config.kl_clamp) * mask).sum() * x.scale
         metrics["loss/kl"] = float(kl.detach())
         return loss + self.config.kl_coef * kl, metrics

@@ -44,6 +44,9 @@ class LossInput:
     aggregation, 1/(batch episodes x episode tokens) for sequence-mean."""
     logits: torch.Tensor
     """``(T, V)`` fp32 logits of the policy predicting ``episode.ids``, with gradient."""
+    teacher_prompt_ids: list[int] | None = None
+    """The teacher prompt credit assignment scored this episode under (SGCD's credit
+    reference), if any."""
 
     @property
     def episode(self) -> Episode:

@@ -9,6 +9,11 @@ with mixture (1-alpha)*student + alpha*teacher, as lasgroup/SDPO's
 at ``is_clip``. An episode with no other successful sibling has no teacher and no loss.
 The verifier reward enters only through which siblings may teach (the paper's §3 shows
 why that is not enough).
+
+Aggregation (toolgym choice): the term is scaled like every learner's loss, by the batch's
+response tokens (``LossInput.scale``), so learners' losses are on one scale. lasgroup/SDPO
+divides by the tokens that have a teacher only; with a share f of taught tokens, this
+gradient is f times theirs (as a learning rate scaled by f).
 """
 
 from __future__ import annotations
@@ -32,8 +37,9 @@ class SDPOTerms:
     """K of the student top-K support (lasgroup/SDPO)."""
     alpha: float = 0.5
     """0: forward KL, 1: reverse KL, between: generalised JSD (lasgroup/SDPO)."""
-    is_clip: float = 2.0
-    """Upper clip of the per-token importance ratio (lasgroup/SDPO)."""
+    is_clip: float | None = 2.0
+    """Upper clip of the per-token importance ratio (lasgroup/SDPO); None: no importance
+    weighting."""
 
 
 @dataclass
@@ -92,13 +98,21 @@ class SDPODistill:
         self.teacher_model = teacher_model
 
     def loss(self, x: LossInput) -> tuple[torch.Tensor, dict[str, float]]:
-        e = x.episode
+        """SDPO's teacher: the policy prompted with the shortest other successful sibling."""
         sibling = teacher_sibling(x.group, x.index)
-        positions = torch.tensor([t for t, m in enumerate(e.response_mask) if m])  # (R,)
-        if sibling is None or len(positions) == 0:
-            return torch.zeros((), requires_grad=True), {"loss/sd_masked": 1.0}
+        if sibling is None:
+            return no_teacher_loss()
         prompts = self.context.teacher.prompts
-        teacher_ids = prompts.teacher_prompt_ids(x.group, render_sibling(sibling))
+        return self.loss_under(x, prompts.teacher_prompt_ids(x.group, render_sibling(sibling)))
+
+    def loss_under(
+        self, x: LossInput, teacher_ids: list[int]
+    ) -> tuple[torch.Tensor, dict[str, float]]:
+        """The term with the policy under ``teacher_ids`` as the (detached) teacher."""
+        e = x.episode
+        positions = torch.tensor([t for t, m in enumerate(e.response_mask) if m])  # (R,)
+        if len(positions) == 0:
+            return no_teacher_loss()
         student = x.logits[positions]  # (R, V)
         (teacher,) = shared_prefix_logits(
             self.teacher_model or x.model,
@@ -116,16 +130,22 @@ class SDPODistill:
             top_k_with_tail(teacher_logp, support),
             self.terms.alpha,
         )  # (R,)
-        observed = torch.tensor(e.ids)[positions]
-        new = student_logp.gather(-1, observed[:, None]).squeeze(-1).detach()  # (R,)
-        old = torch.tensor(e.logprobs)[positions]  # the sampler's behaviour log-probs
-        ratio = torch.exp(new - old).clamp(max=self.terms.is_clip)  # (R,), detached
-        loss = (ratio * divergence).sum() * x.scale
+        if self.terms.is_clip is not None:
+            observed = torch.tensor(e.ids)[positions]
+            new = student_logp.gather(-1, observed[:, None]).squeeze(-1).detach()  # (R,)
+            old = torch.tensor(e.logprobs)[positions]  # the sampler's behaviour log-probs
+            divergence = torch.exp(new - old).clamp(max=self.terms.is_clip) * divergence
+        loss = divergence.sum() * x.scale
         return loss, {
             "loss/sd": float(loss.detach()),
             "loss/sd_masked": 0.0,
             "loss/sd_divergence": float(divergence.detach().mean()),
         }
+
+
+def no_teacher_loss() -> tuple[torch.Tensor, dict[str, float]]:
+    """The term of an episode without a teacher: zero, counted as masked."""
+    return torch.zeros((), requires_grad=True), {"loss/sd_masked": 1.0}
 
 
 @register_learner("sdpo", SDPOConfig)

@@ -150,7 +150,7 @@ class Trainer:
         self.precision = resolve_dtype(config.autocast, next(parts.model.parameters()).device)
         reference = None
         if entry.learner_class.needs_reference:
-            reference = _frozen_copy(parts.model)
+            reference = frozen_copy(parts.model)
         prompts = ChatTaskPrompts(parts.policy.chat, parts.train_env.task_labels, TEACHER_TITLE)
         self.context = LearnerContext(
             temperature=parts.rollout.sampling.temperature or 1.0,
@@ -298,7 +298,14 @@ class Trainer:
             else 1.0 / (len(items) * max(sum(g.episodes[j].response_mask), 1))
             for g, j in items
         ]
-        sums = backward_groups(self.learner, model, groups, advantages.advantages, scales)
+        sums = backward_groups(
+            self.learner,
+            model,
+            groups,
+            advantages.advantages,
+            scales,
+            advantages.teacher_prompts,
+        )
         grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), self.config.max_grad_norm)
         self.optimizer.step()
         self.learner.after_step(model)
@@ -352,17 +359,20 @@ def backward_groups(
     groups: list[EpisodeGroup],
     advantages: list[torch.Tensor],
     scales: list[float],
+    teacher_prompts: list[list[int] | None] | None = None,
 ) -> dict[str, float]:
-    """Backpropagate the learner's loss over a step's episodes (``advantages`` and
-    ``scales`` in group order) in one :func:`learners.forward.backward_shared_prefix`: the
-    prefix every episode shares (a group's prompt; across groups, the system prompt and
-    tools) is encoded once. Returns the summed metrics."""
+    """Backpropagate the learner's loss over a step's episodes (``advantages``, ``scales``
+    and the credit's ``teacher_prompts`` in group order) in one
+    :func:`learners.forward.backward_shared_prefix`: the prefix every episode shares (a
+    group's prompt; across groups, the system prompt and tools) is encoded once. Returns
+    the summed metrics."""
     episodes = [(g, j) for g in groups for j in range(len(g.episodes))]
     sums: dict[str, float] = defaultdict(float)
 
     def loss_of(i: int, logits: torch.Tensor) -> torch.Tensor:
         group, j = episodes[i]
-        x = LossInput(model, group, j, advantages[i], scales[i], logits)
+        teacher_prompt = teacher_prompts[i] if teacher_prompts else None
+        x = LossInput(model, group, j, advantages[i], scales[i], logits, teacher_prompt)
         loss, metrics = learner.loss(x)
         for k, v in metrics.items():
             sums[k] += v
@@ -374,7 +384,7 @@ def backward_groups(
     return sums
 
 
-def _frozen_copy(model: torch.nn.Module) -> torch.nn.Module:
+def frozen_copy(model: torch.nn.Module) -> torch.nn.Module:
     import copy
 
     return copy.deepcopy(model).eval().requires_grad_(False)

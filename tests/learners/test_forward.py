@@ -16,7 +16,15 @@ from learners.train import backward_groups
 
 # a random model moves little between contexts: let any relative spike count (SGCD, GEAR)
 SPIKES = {"credit": {"saliency": {"min_spike_divergence": 0.0}}}
-LEARNERS = {"grpo": {}, "grpo_kl": {"kl_coef": 0.5}, "sdpo": {}, "sgcd": SPIKES, "gear": SPIKES}
+LEARNERS = {
+    "grpo": ("grpo", {}),
+    "grpo_kl": ("grpo_kl", {"kl_coef": 0.5}),
+    "sdpo": ("sdpo", {}),
+    "sgcd": ("sgcd", SPIKES),
+    # the direct-SD ablation's auxiliary toward the credit-reference teacher
+    "sgcd_direct_sd": ("sgcd", {**SPIKES, "sd_coef": 0.5}),
+    "gear": ("gear", SPIKES),
+}
 ONE_ROW = 1  # a token budget so small that every micro-batch holds one sibling
 
 
@@ -56,7 +64,8 @@ def test_smollm2_shared_prefix_logprobs_equal_whole_sequences(setup):
 @pytest.mark.parametrize("name", sorted(LEARNERS))
 def test_learner_loss_and_gradient_equal_the_per_episode_path(setup, name, budget):
     model, group, teacher = setup
-    entry = get_learner(name)
+    learner_name, options = LEARNERS[name]
+    entry = get_learner(learner_name)
     reference = copy.deepcopy(model).requires_grad_(False)
     with torch.no_grad():  # a reference away from the policy, so that the KL term pulls
         for p in reference.parameters():
@@ -68,22 +77,22 @@ def test_learner_loss_and_gradient_equal_the_per_episode_path(setup, name, budge
         teacher=teacher,
         max_tokens_per_forward=budget,
     )
-    learner = entry.learner_class(entry.make_config(LEARNERS[name]), context)
+    learner = entry.learner_class(entry.make_config(options), context)
     credit = get_credit(learner.credit_method)
-    advantages = credit.assign(
-        [group], teacher, credit.make_config(learner.credit_config())
-    ).advantages
+    assigned = credit.assign([group], teacher, credit.make_config(learner.credit_config()))
+    advantages, prompts = assigned.advantages, assigned.teacher_prompts or None
     total = sum(sum(e.response_mask) for e in group.episodes)
     scales = [1.0 / total] * len(group.episodes)
 
     model.zero_grad()
-    shared_metrics = backward_groups(learner, model, [group], advantages, scales)
+    shared_metrics = backward_groups(learner, model, [group], advantages, scales, prompts)
     shared_grad = _flat_grad(model)
 
     model.zero_grad()
     episode_metrics = {}
     for j, a in enumerate(advantages):
-        x = LossInput(model, group, j, a, scales[j], whole_logits(model, group, j))
+        prompt = prompts[j] if prompts else None
+        x = LossInput(model, group, j, a, scales[j], whole_logits(model, group, j), prompt)
         loss, metrics = learner.loss(x)
         loss.backward()
         for k, v in metrics.items():
@@ -92,6 +101,8 @@ def test_learner_loss_and_gradient_equal_the_per_episode_path(setup, name, budge
     assert shared_metrics.keys() == episode_metrics.keys()
     for k, v in episode_metrics.items():
         assert shared_metrics[k] == pytest.approx(v, rel=1e-4, abs=1e-7), k
+    if name == "sgcd_direct_sd":  # every episode of the mixed group had the teacher
+        assert shared_metrics["loss/sd_masked"] == 0.0 and shared_metrics["loss/sd"] > 0
 
 
 @pytest.mark.parametrize("budget", [16_384, ONE_ROW])

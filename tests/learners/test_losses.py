@@ -1,15 +1,18 @@
 """Losses on real tensors from a tiny model: GRPO against a from-scratch recomputation,
 the SGCD properties of the paper's Appendix A, k3, SDPO's masking."""
 
+import copy
+
 import pytest
 import torch
 from learner_helpers import whole_logits
 
 from credit import get_credit
 from learners.grpo import GRPO, GRPOConfig, clipped_surrogate
-from learners.grpo_kl import k3
+from learners.grpo_kl import GRPOKL, GRPOKLConfig, k3
 from learners.registry import LearnerContext, LossInput
 from learners.sdpo import SDPO, SDPOConfig
+from learners.train import frozen_copy
 
 
 def _context(teacher):
@@ -89,6 +92,58 @@ def test_sgcd_appendix_a_properties(setup):
         assert torch.dot(flat_sgcd, flat_grpo) >= 0  # Cor. 2
         assert flat_sgcd.norm() <= c * flat_grpo.norm() + 1e-9  # Cor. 3
         assert l_sgcd[t].abs() <= c * l_grpo[t].abs() + 1e-9
+
+
+def test_grpo_kl_loss_and_gradient_equal_a_from_scratch_recomputation(setup):
+    """GRPO+KL = the GRPO surrogate + β · k3(new, reference) per response token, against a
+    reference model away from the policy (so that the penalty pulls)."""
+    model, group, teacher = setup
+    reference = copy.deepcopy(model).requires_grad_(False)
+    with torch.no_grad():
+        for p in reference.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    beta = 0.5
+    context = LearnerContext(temperature=1.0, autocast=None, teacher=teacher, reference=reference)
+    learner = GRPOKL(GRPOKLConfig(kl_coef=beta, old_logprobs="behaviour"), context)
+    adv = get_credit("grpo").assign([group], None, get_credit("grpo").make_config())
+    total = sum(sum(e.response_mask) for e in group.episodes)
+    model.zero_grad()
+    loss = sum(
+        learner.loss(LossInput(model, group, j, a, 1 / total, whole_logits(model, group, j)))[0]
+        for j, a in enumerate(adv.advantages)
+    )
+    loss.backward()
+    grads = [p.grad.clone() for p in model.parameters()]
+
+    model.zero_grad()
+    expected = torch.zeros(())
+    p = len(group.prompt_ids)
+    for j, (e, a) in enumerate(zip(group.episodes, adv.advantages, strict=True)):
+        new = torch.log_softmax(whole_logits(model, group, j), -1)
+        with torch.no_grad():
+            ids = torch.tensor([group.prompt_ids + e.ids])
+            ref = torch.log_softmax(reference(input_ids=ids).logits[0, p - 1 : -1], -1)
+        for t, (tok, m, old) in enumerate(zip(e.ids, e.response_mask, e.logprobs, strict=True)):
+            if not m:
+                continue
+            ratio = torch.exp(new[t, tok] - old)
+            pg = -torch.min(ratio * a[t], ratio.clamp(0.8, 1.2) * a[t])
+            log_ratio = ref[t, tok] - new[t, tok]
+            kl = torch.exp(log_ratio) - log_ratio - 1
+            expected = expected + (pg + beta * kl) / total
+    expected.backward()
+    assert loss.item() == pytest.approx(expected.item(), abs=1e-6)
+    for g_learner, p_ in zip(grads, model.parameters(), strict=True):
+        torch.testing.assert_close(g_learner, p_.grad, atol=1e-6, rtol=1e-5)
+
+
+def test_the_reference_policy_is_a_frozen_copy(setup):
+    model, _, _ = setup
+    reference = frozen_copy(model)
+    assert not any(p.requires_grad for p in reference.parameters())
+    mine = {id(p) for p in model.parameters()}
+    assert not any(id(p) in mine for p in reference.parameters())
+    assert not reference.training
 
 
 def test_k3_is_nonnegative_and_zero_at_the_reference():

@@ -92,3 +92,22 @@ def test_the_start_evaluation_is_computed_or_reused(tmp_path):
 
     with pytest.raises(ConfigError, match="evaluated 2 tasks, this run evaluates 3"):
         train_one(config("grpo", *extra, "train.eval_tasks=3"), tmp_path / "mismatch")
+
+
+@pytest.mark.parametrize(
+    "learner, extra",
+    [
+        ("sgcd_no_reference", []),
+        ("sgcd_uniform", []),
+        ("sgcd_direct_sd", []),
+        ("sgcd", ["learner.sd_coef=0.5", "learner.sd_teacher=successful_sibling"]),
+        ("sdpo", ["learner.teacher_ema=0.9"]),
+        ("grpo", ["learner.credit.scale_by_std=true"]),
+    ],
+)
+def test_every_ablation_and_option_takes_a_real_step(learner, extra, tmp_path):
+    train_one(config(learner, "train.steps=1", *extra), tmp_path)
+    (metrics,) = lines(tmp_path / "metrics.jsonl")
+    assert metrics["train/updated"] == 1.0 and metrics["train/grad_norm"] > 0
+    if learner == "sgcd_direct_sd" or "learner.sd_coef=0.5" in extra:
+        assert "loss/sd" in metrics
