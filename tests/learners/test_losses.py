@@ -167,3 +167,40 @@ def test_sdpo_masks_episodes_without_another_successful_sibling(setup):
         LossInput(model, lonely, 0, adv.advantages[0], 1e-3, whole_logits(model, lonely, 0))
     )
     assert m["loss/sd_masked"] == 1.0  # its only successful sibling is itself
+
+
+def test_a_grpo_step_makes_winners_likelier_and_losers_less_likely(setup):
+    """The sign of the whole update: one small gradient step on the GRPO loss raises the
+    log-likelihood of the episodes with A > 0 and lowers that of those with A < 0."""
+    model, group, teacher = setup
+    model = copy.deepcopy(model)
+    adv = get_credit("grpo").assign([group], None, get_credit("grpo").make_config())
+    learner = GRPO(GRPOConfig(), _context(teacher))
+    total = sum(sum(e.response_mask) for e in group.episodes)
+
+    def likelihoods():
+        out = []
+        with torch.no_grad():
+            for j, a in enumerate(adv.advantages):
+                x = LossInput(model, group, j, a, 1.0, whole_logits(model, group, j))
+                new, _, mask = learner.logprobs(x)
+                out.append(float((new * mask).sum()))
+        return out
+
+    before = likelihoods()
+    model.zero_grad()
+    loss = sum(
+        learner.loss(LossInput(model, group, j, a, 1 / total, whole_logits(model, group, j)))[0]
+        for j, a in enumerate(adv.advantages)
+    )
+    loss.backward()
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.grad is not None:
+                p.sub_(1e-2 * p.grad)
+    after = likelihoods()
+    for e, b, a in zip(group.episodes, before, after, strict=True):
+        if e.reward > sum(group.rewards) / len(group.rewards):
+            assert a > b
+        else:
+            assert a < b
