@@ -52,11 +52,12 @@ def _encode_prefix(model: torch.nn.Module, ids: list[int], autocast: torch.dtype
 
 
 def _micro_batches(items: list[list[int]], max_tokens: int) -> Iterator[list[int]]:
-    """Indices of consecutive items, batched while rows × longest row <= ``max_tokens``."""
+    """Item indices in micro-batches of similar lengths (sorted, so that little padding is
+    computed), batched while rows × longest row <= ``max_tokens``."""
     batch: list[int] = []
-    for i, ids in enumerate(items):
-        longest = max([len(items[j]) for j in batch] + [len(ids)])
-        if batch and (len(batch) + 1) * longest > max_tokens:
+    for i in sorted(range(len(items)), key=lambda j: len(items[j])):
+        # sorted: the newest item is the longest of the batch
+        if batch and (len(batch) + 1) * len(items[i]) > max_tokens:
             yield batch
             batch = []
         batch.append(i)
