@@ -72,11 +72,11 @@ def _backward_batch(
     """Backpropagate the batch's mean loss; per-episode losses and the tokens trained on.
     The batch's episodes share the system prompt: it is encoded once."""
     windows = [_window(episode, config) for _, episode in batch]
-    losses: list[float] = []
+    losses = [0.0] * len(batch)
 
     def loss_of(i: int, logits: torch.Tensor) -> torch.Tensor:
         loss = _nll(logits, *windows[i])
-        losses.append(loss.item())
+        losses[i] = loss.item()
         return loss / len(batch)
 
     items = [(prompt_ids, ids) for (prompt_ids, _), (ids, _) in zip(batch, windows, strict=True)]

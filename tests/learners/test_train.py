@@ -2,6 +2,7 @@
 writes metrics, an evaluation and a checkpoint, and resumes from it."""
 
 import json
+import math
 
 import pytest
 from hydra import compose, initialize_config_dir
@@ -106,8 +107,12 @@ def test_the_start_evaluation_is_computed_or_reused(tmp_path):
     ],
 )
 def test_every_ablation_and_option_takes_a_real_step(learner, extra, tmp_path):
+    """Through the configs, rollout to optimizer step; the loss values themselves are
+    checked on a mixed group in test_forward.py and test_losses.py (a random model's
+    groups here are rarely mixed)."""
     train_one(config(learner, "train.steps=1", *extra), tmp_path)
     (metrics,) = lines(tmp_path / "metrics.jsonl")
-    assert metrics["train/updated"] == 1.0 and metrics["train/grad_norm"] > 0
+    assert metrics["train/updated"] == 1.0 and math.isfinite(metrics["train/grad_norm"])
+    assert (tmp_path / "checkpoint" / "model.safetensors").is_file()
     if learner == "sgcd_direct_sd" or "learner.sd_coef=0.5" in extra:
-        assert "loss/sd" in metrics
+        assert "loss/sd_masked" in metrics  # the SD term was evaluated
