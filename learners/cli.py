@@ -334,9 +334,11 @@ def train_one(c: dict, run_dir: Path) -> None:
             bar.update(1)
 
         trainer.run(on_step, on_eval=track)
+    from learners.comparison import updated_steps
+
     last = json.loads((run_dir / "eval.jsonl").read_text().splitlines()[-1])
     steps = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    updates = sum(int(m.get("train/updated", 1)) for m in steps)
+    updates = updated_steps(steps)
     print(
         f"{name} seed {train_cfg.seed}: held-out pass@1 {last['eval/success']:.3f} "
         f"(do-nothing floor {last['eval/do_nothing_floor']:.3f}); "

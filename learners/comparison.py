@@ -220,6 +220,12 @@ def compare(runs: Sequence[Run], config: ComparisonConfig) -> Comparison:
     )
 
 
+def updated_steps(metrics: Sequence[Mapping[str, float]]) -> int:
+    """Steps that took a gradient step (older runs without ``train/updated``: those that
+    kept a group)."""
+    return sum(int(m.get(UPDATED_KEY, m.get(KEPT_KEY, 1) > 0)) for m in metrics)
+
+
 def _order(learner: str) -> tuple[bool, str]:
     """``start`` first, then the learners by name."""
     return learner != START, learner
@@ -347,7 +353,7 @@ def _learner_result(
             for c in categories
         },
         category_vs_baseline=category_differences,
-        updates=(sum(int(m.get(UPDATED_KEY, m.get(KEPT_KEY, 1) > 0)) for m in steps), len(steps)),
+        updates=(updated_steps(steps), len(steps)),
         task_differences=differences,
         failed_episodes=len(failed),
         failure_components=_failure_components(failed),

@@ -22,13 +22,12 @@ import numpy as np
 from learners.compare_stats import PairedDifference, Spread
 from learners.comparison import (
     GROUP_HEALTH_KEYS,
-    KEPT_KEY,
-    UPDATED_KEY,
     Comparison,
     ComparisonConfig,
     LearnerResult,
     categories_of,
     compare,
+    updated_steps,
 )
 from learners.report_plots import Panel, PlotStyle, category_bars, curves_figure, weights_figure
 from learners.runs import START, Run, load_comparison
@@ -283,8 +282,7 @@ def _runs_table(runs: list[Run], comparison_dir: Path) -> list[str]:
     rows = [_row(head), _row(["---"] * len(head))]
     for r in runs:
         cells = [r.learner, str(r.seed), r.model or MISSING]
-        updated = sum(int(m.get(UPDATED_KEY, m.get(KEPT_KEY, 1) > 0)) for m in r.metrics)
-        cells += [f"{updated} / {len(r.metrics)}", str(len(r.evals))]
+        cells += [f"{updated_steps(r.metrics)} / {len(r.metrics)}", str(len(r.evals))]
         cells += [f"step {int(r.final_eval['step'])}", f"`{r.path.relative_to(comparison_dir)}`"]
         rows.append(_row(cells))
     return rows

@@ -5,7 +5,7 @@ import copy
 
 import pytest
 import torch
-from learner_helpers import whole_logits
+from learner_helpers import perturbed_copy, whole_logits
 
 from agents.model import ModelConfig, load_model
 from credit import get_credit
@@ -66,10 +66,7 @@ def test_learner_loss_and_gradient_equal_the_per_episode_path(setup, name, budge
     model, group, teacher = setup
     learner_name, options = LEARNERS[name]
     entry = get_learner(learner_name)
-    reference = copy.deepcopy(model).requires_grad_(False)
-    with torch.no_grad():  # a reference away from the policy, so that the KL term pulls
-        for p in reference.parameters():
-            p.add_(0.05 * torch.randn_like(p))
+    reference = perturbed_copy(model)
     context = LearnerContext(
         temperature=1.0,
         autocast=None,
@@ -114,10 +111,7 @@ def test_groups_with_different_prompts_share_one_pass(setup, budget):
     other = copy.deepcopy(group)
     other.prompt_ids = other.prompt_ids[:-2] + [7, 11]  # the task part of the prompt differs
     entry = get_learner("grpo_kl")
-    reference = copy.deepcopy(model).requires_grad_(False)
-    with torch.no_grad():
-        for p in reference.parameters():
-            p.add_(0.05 * torch.randn_like(p))
+    reference = perturbed_copy(model)
     context = LearnerContext(
         temperature=1.0, autocast=None, reference=reference, max_tokens_per_forward=budget
     )

@@ -5,7 +5,7 @@ import copy
 
 import pytest
 import torch
-from learner_helpers import whole_logits
+from learner_helpers import loss_and_grads, perturbed_copy, whole_logits
 
 from credit import get_credit
 from learners.grpo import GRPO, GRPOConfig, clipped_surrogate
@@ -24,13 +24,7 @@ def test_grpo_loss_and_gradient_equal_a_from_scratch_recomputation(setup):
     adv = get_credit("grpo").assign([group], None, get_credit("grpo").make_config())
     learner = GRPO(GRPOConfig(old_logprobs="behaviour"), _context(teacher))
     total = sum(sum(e.response_mask) for e in group.episodes)
-    model.zero_grad()
-    loss = sum(
-        learner.loss(LossInput(model, group, j, a, 1 / total, whole_logits(model, group, j)))[0]
-        for j, a in enumerate(adv.advantages)
-    )
-    loss.backward()
-    grads = [p.grad.clone() for p in model.parameters()]
+    loss, grads = loss_and_grads(learner, model, group, adv.advantages)
 
     model.zero_grad()
     reference = torch.zeros(())
@@ -98,22 +92,13 @@ def test_grpo_kl_loss_and_gradient_equal_a_from_scratch_recomputation(setup):
     """GRPO+KL = the GRPO surrogate + β · k3(new, reference) per response token, against a
     reference model away from the policy (so that the penalty pulls)."""
     model, group, teacher = setup
-    reference = copy.deepcopy(model).requires_grad_(False)
-    with torch.no_grad():
-        for p in reference.parameters():
-            p.add_(0.05 * torch.randn_like(p))
+    reference = perturbed_copy(model)
     beta = 0.5
     context = LearnerContext(temperature=1.0, autocast=None, teacher=teacher, reference=reference)
     learner = GRPOKL(GRPOKLConfig(kl_coef=beta, old_logprobs="behaviour"), context)
     adv = get_credit("grpo").assign([group], None, get_credit("grpo").make_config())
     total = sum(sum(e.response_mask) for e in group.episodes)
-    model.zero_grad()
-    loss = sum(
-        learner.loss(LossInput(model, group, j, a, 1 / total, whole_logits(model, group, j)))[0]
-        for j, a in enumerate(adv.advantages)
-    )
-    loss.backward()
-    grads = [p.grad.clone() for p in model.parameters()]
+    loss, grads = loss_and_grads(learner, model, group, adv.advantages)
 
     model.zero_grad()
     expected = torch.zeros(())
