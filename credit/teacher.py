@@ -21,7 +21,7 @@ from typing import Any, Protocol
 
 import torch
 
-from agents.episode import Episode, EpisodeGroup
+from agents.episode import Episode, EpisodeGroup, common_prefix
 from credit.divergence import DIVERGENCES, entropy
 from credit.sanitizer import PrivateValues
 from envs.users import ChatBackend
@@ -142,7 +142,7 @@ class TeacherScorer:
         with _eval_mode(self.model):
             # Each prompt runs at least its own last token, whose logits predict ids[0].
             shared = min(
-                _common_prefix(student_prompt_ids, teacher_prompt_ids),
+                common_prefix([list(student_prompt_ids), list(teacher_prompt_ids)]),
                 len(student_prompt_ids) - 1,
                 len(teacher_prompt_ids) - 1,
             )
@@ -233,15 +233,6 @@ class TeacherScorer:
             teacher_logp=t_logp,
             teacher_entropy=entropy(t_logp),
         )
-
-
-def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
-    n = 0
-    for x, y in zip(a, b, strict=False):
-        if x != y:
-            break
-        n += 1
-    return n
 
 
 def _response_positions(episode: Episode) -> torch.Tensor:
