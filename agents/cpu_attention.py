@@ -47,5 +47,15 @@ def decode_attention(
     return out.reshape(batch, heads, 1, dim).transpose(1, 2).contiguous(), None
 
 
+def one_token_safe_mask(*args, **kwargs) -> torch.Tensor | None:
+    """transformers' SDPA mask, kept for one-token queries. For a query at position 0
+    whose padding mask is ones then zeros (a preallocated cache, agents/hf_generation.py)
+    transformers drops the mask and relies on SDPA's upper-left ``is_causal``, which it
+    then turns off for a one-token query: the token would attend to unwritten columns."""
+    if kwargs.get("q_length") == 1:
+        kwargs["allow_is_causal_skip"] = False
+    return sdpa_mask(*args, **kwargs)
+
+
 AttentionInterface.register(NAME, decode_attention)
-AttentionMaskInterface.register(NAME, sdpa_mask)
+AttentionMaskInterface.register(NAME, one_token_safe_mask)

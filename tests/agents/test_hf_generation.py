@@ -6,7 +6,7 @@ import torch
 
 from agents.env_pool import EnvSpec, LocalEnvPool
 from agents.generation import SamplingConfig
-from agents.hf_generation import HFGenerator
+from agents.hf_generation import SPARE_COLUMNS, HFGenerator
 from agents.model import ModelConfig, load_model
 from agents.rollout import Policy, RolloutConfig, rollout_episodes
 from learners.forward import token_logprobs
@@ -95,6 +95,17 @@ def test_recorded_logprobs_equal_a_teacher_forced_forward(sampled, tiny, chat):
         _assert_logprobs_match_a_forward(model, episode.ids, episode.logprobs)
     ids, logprobs, _ = _turns(_generator(model, chat), SamplingConfig(max_new_tokens=8))
     for slot in ids:
+        _assert_logprobs_match_a_forward(model, ids[slot], logprobs[slot])
+
+
+def test_replies_longer_than_the_spare_columns_stay_exact(tiny, chat):
+    """A reply past the batch cache's spare columns grows its buffer in the middle of a
+    call (and of a batch whose rows end at different steps)."""
+    model, _ = tiny
+    sampling = SamplingConfig(temperature=1.0, max_new_tokens=SPARE_COLUMNS + 20)
+    ids, logprobs, _ = _turns(_generator(model, chat), sampling, turns=2)
+    for slot in ids:
+        assert sum(lp != 0 for lp in logprobs[slot]) > SPARE_COLUMNS
         _assert_logprobs_match_a_forward(model, ids[slot], logprobs[slot])
 
 
