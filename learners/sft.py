@@ -19,6 +19,9 @@ from agents.episode import Episode, EpisodeGroup
 from agents.precision import resolve_dtype
 from learners.forward import backward_shared_prefix, shared_prefix_logits, token_logprobs
 
+# where SFT's successful episodes come from: gold replay (offline) or a teacher chat backend
+SFT_SOURCES = ("gold", "teacher")
+
 
 @dataclass(frozen=True)
 class SFTConfig:

@@ -118,7 +118,7 @@ def test_missing_key_and_unknown_backend_are_config_errors(monkeypatch):
         make_chat_backend({"kind": "anthropic"})
     with pytest.raises(ConfigError, match="known"):
         make_chat_backend({"kind": "gpt"})
-    with pytest.raises(ConfigError, match="unknown options"):
+    with pytest.raises(ConfigError, match="unknown option"):
         make_chat_backend({"kind": "local", "modle": "x"})
     monkeypatch.setenv("ANTHROPIC_API_KEY", "k")
     with pytest.raises(ConfigError, match="cannot set a temperature"):

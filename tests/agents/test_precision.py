@@ -35,7 +35,7 @@ def test_explicit_dtypes_are_used_as_given(name):
 
 
 def test_unknown_dtype_is_a_config_error():
-    with pytest.raises(ConfigError, match="unknown dtype 'fp16'"):
+    with pytest.raises(ConfigError, match="dtype=fp16: no such dtype"):
         resolve_dtype("fp16")
 
 

@@ -338,7 +338,7 @@ def test_a_taken_port_is_a_clear_error():
 @pytest.mark.parametrize(
     "options, message",
     [
-        ({"max_step": 3}, r"unknown options \['max_step'\]"),
+        ({"max_step": 3}, r"unknown option 'max_step' \(did you mean 'max_steps'\?\)"),
         ({"split": "validation"}, "no split 'validation'"),
         ({"max_steps": 0}, "at least 1"),
         ({"data_root": "/nonexistent"}, "appworld download data"),

@@ -130,7 +130,7 @@ def test_wandb_offline_history_and_config_then_resume(tmp_path, wandb_env):
 def test_config_errors(monkeypatch):
     with pytest.raises(ConfigError, match=r"unknown backends \['mlflow'\]; known"):
         build_config(TrackingConfig, {"backends": ["tensorboard", "mlflow"]}, "tracking")
-    with pytest.raises(ConfigError, match="unknown options"):
+    with pytest.raises(ConfigError, match="unknown option"):
         build_config(TrackingConfig, {"backend": ["wandb"]}, "tracking")
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
     with pytest.raises(ConfigError, match="needs WANDB_API_KEY"):

@@ -39,7 +39,7 @@ def lines(path):
 
 
 @pytest.mark.parametrize("learner", ["grpo", "grpo_kl", "sdpo", "sgcd", "gear"])
-def test_two_steps_then_resume(learner, tmp_path):
+def test_two_steps_then_resume(learner, tmp_path, monkeypatch, capsys):
     train_one(config(learner, "train.steps=2"), tmp_path)
     metrics = lines(tmp_path / "metrics.jsonl")
     assert [m["step"] for m in metrics] == [1, 2]
@@ -54,6 +54,14 @@ def test_two_steps_then_resume(learner, tmp_path):
     train_one(config(learner, "train.steps=3"), tmp_path)  # resumes at step 3
     assert [m["step"] for m in lines(tmp_path / "metrics.jsonl")] == [1, 2, 3]
     assert json.loads((tmp_path / "checkpoint" / "trainer_state.json").read_text())["step"] == 3
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("a finished run loaded a model")
+
+    monkeypatch.setattr("agents.build.load_model", no_model)
+    monkeypatch.setattr("agents.model.load_model", no_model)
+    train_one(config(learner, "train.steps=3"), tmp_path)  # finished: says so at once
+    assert "already finished 3 steps" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("env, held_out", [("airline_mini", "test"), ("appworld", "test_normal")])

@@ -1,0 +1,154 @@
+"""Everything about a command's config that can be known wrong is checked before any work:
+before a model loads, an env is built or a run starts. Each check raises a one-line
+:class:`ConfigError` naming the key and what it accepts; ``learners/cli.py`` prints it and
+exits with status 2. Hydra's own composition errors are reworded the same way here.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from hydra.errors import HydraException, MissingConfigException, OverrideParseException
+
+from envs.core import ConfigError, build_config, did_you_mean
+
+# top-level keys that must be whole numbers (at least 1; null where it means "all")
+POSITIVE_INTS = {"num_tasks": True, "batch_size": False, "eval_batch": False}
+
+
+def hydra_error(e: HydraException, config: dict[str, Any] | None = None) -> str:
+    """One line for a Hydra composition error, with the closest valid name.
+    ``config``: the command's config composed without overrides, for unknown keys."""
+    if isinstance(e, MissingConfigException) and e.options is not None:
+        group, _, option = (e.missing_cfg_file or "").rpartition("/")
+        return f"{group}={option}: no such {group}{did_you_mean(option, e.options)}"
+    if isinstance(e, OverrideParseException):
+        return f"cannot parse override {e.override!r}: {e.message.splitlines()[0]}"
+    key = getattr(e.__cause__, "full_key", None)
+    if key:
+        parent, _, leaf = str(key).rpartition(".")
+        node = config or {}
+        for part in parent.split(".") if parent else []:
+            node = node.get(part, {}) if isinstance(node, dict) else {}
+        known = sorted(node) if isinstance(node, dict) else []
+        where = parent or "the config"
+        return f"{key}: {where} has no key {leaf!r}{did_you_mean(leaf, known)}"
+    return str(e).splitlines()[0]
+
+
+def writable_dir(path: str | os.PathLike, key: str) -> Path:
+    """Create ``path`` and prove it takes a file, so a long run cannot end unable to save."""
+    out = Path(path).expanduser()
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=out):
+            pass
+    except OSError as e:
+        raise ConfigError(f"{key}={path}: cannot write there ({e.strerror or e})") from e
+    return out
+
+
+def check_positive_ints(c: dict[str, Any]) -> None:
+    for key, may_be_null in POSITIVE_INTS.items():
+        if key not in c or (may_be_null and c[key] is None):
+            continue
+        value = c[key]
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            allowed = "a whole number >= 1" + (" or null (all)" if may_be_null else "")
+            raise ConfigError(f"{key}={value!r}: expected {allowed}")
+
+
+def check_model(model_cfg: dict[str, Any]) -> None:
+    """The model config's types, its dtype name and that its weights can be found offline
+    or in the Hugging Face cache (a hub id with no network fails here, not after minutes)."""
+    from agents.model import ModelConfig, model_source_problem
+    from agents.precision import check_dtype_name
+
+    config = build_config(ModelConfig, model_cfg, "model")
+    check_dtype_name(config.dtype, "model.dtype")
+    problem = model_source_problem(config)
+    if problem:
+        raise ConfigError(problem)
+
+
+def check_rollout(model_cfg: dict[str, Any], rollout_cfg: dict[str, Any]) -> None:
+    from agents.build import check_backend, rollout_config
+    from agents.chat_format import ChatFormatConfig
+
+    check_backend(model_cfg, rollout_cfg)
+    rollout_config(rollout_cfg)
+    build_config(ChatFormatConfig, rollout_cfg["chat_format"], "rollout.chat_format")
+
+
+def check_train(c: dict[str, Any]) -> None:
+    """A ``train`` config (also each run of a ``compare``)."""
+    from agents.precision import check_dtype_name
+    from learners.registry import get_learner, known_learners
+    from learners.tracking import TrackingConfig
+    from learners.train import TrainConfig
+
+    name = c["learner"]["name"]
+    if name == "sft":
+        raise ConfigError(
+            f"learner=sft: SFT has its own command (toolgym sft); train takes one of "
+            f"{known_learners()}"
+        )
+    entry = get_learner(name)
+    entry.make_config({k: v for k, v in c["learner"].items() if k != "name"})
+    train = build_config(TrainConfig, c["train"], "train")
+    check_dtype_name(train.autocast, "train.autocast")
+    build_config(TrackingConfig, c["tracking"], "tracking")
+    check_model(c["model"])
+    check_rollout(c["model"], c["rollout"])
+    check_positive_ints(c)
+    if c.get("run_dir"):
+        writable_dir(c["run_dir"], "run_dir")
+
+
+def check_sft(c: dict[str, Any]) -> None:
+    from agents.precision import check_dtype_name
+    from learners.sft import SFT_SOURCES, SFTConfig
+
+    config = build_config(
+        SFTConfig, {k: v for k, v in c["learner"].items() if k != "name"}, "learner sft"
+    )
+    check_dtype_name(config.autocast, "learner.autocast")
+    if c["source"] not in SFT_SOURCES:
+        raise ConfigError(
+            f"source={c['source']}: no such source{did_you_mean(c['source'], SFT_SOURCES)}"
+        )
+    if c["source"] == "teacher" and not c.get("teacher"):
+        raise ConfigError("source=teacher needs teacher=<chat backend config>")
+    check_model(c["model"])
+    check_rollout(c["model"], c["rollout"])
+
+
+def check_compare(c: dict[str, Any], runs: list[dict[str, Any]]) -> None:
+    """``runs``: the composed train config of every learner x seed."""
+    learners = c["learners"]
+    if not learners or not c["seeds"]:
+        raise ConfigError("compare needs at least one learner and one seed")
+    for seed in c["seeds"]:
+        if isinstance(seed, bool) or not isinstance(seed, int):
+            raise ConfigError(f"seeds: {seed!r} is not a whole number")
+    if c["baseline"] not in learners:
+        raise ConfigError(f"baseline={c['baseline']}: not among learners={learners}")
+    for run in runs:
+        check_train(run)
+
+
+def check_before_work(command: str, c: dict[str, Any]) -> None:
+    """All checks of ``command`` that need no model, env or network beyond a hub lookup."""
+    check_positive_ints(c)
+    if command in ("evaluate", "rollout"):
+        check_model(c["model"])
+        check_rollout(c["model"], c["rollout"])
+    elif command == "sft":
+        check_sft(c)
+    elif command == "train":
+        check_train(c)
+    if c.get("out_dir") and command in ("evaluate", "sft", "compare"):
+        writable_dir(c["out_dir"], "out_dir")
