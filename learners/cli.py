@@ -147,7 +147,7 @@ def _print_eval(groups, m: dict[str, float], title: str) -> None:
 def run_evaluate(cfg: DictConfig) -> None:
     from agents.build import build_policy, build_pool, rollout_config
     from agents.env_pool import EnvSpec
-    from agents.episode import save_groups
+    from agents.episode import load_groups, save_groups
     from learners.evaluate import evaluate_policy, scripted_bounds, write_eval
 
     c = OmegaConf.to_container(cfg, resolve=True)
@@ -157,13 +157,31 @@ def run_evaluate(cfg: DictConfig) -> None:
     config = rollout_config(c["rollout"])
     policy, model = build_policy(c["model"], c["rollout"])
     precision = None if model is None else _sampler_precision(c["model"])
-    pool = build_pool(spec, cfg.batch_size, c["rollout"])
-    with tqdm(total=len(task_ids), desc="evaluate") as bar:
-        groups = evaluate_policy(pool, policy, task_ids, config, cfg.seed, bar.update)
-    pool.close()
     out = Path(cfg.out_dir) if cfg.out_dir else _output_dir()
     out.mkdir(parents=True, exist_ok=True)
+    # each batch's episodes are appended as it ends; an interrupted evaluation with the same
+    # config continues where it stopped
+    partial, fingerprint = out / "eval_groups.partial.jsonl", out / "eval_config.json"
+    same = fingerprint.is_file() and json.loads(fingerprint.read_text()) == c
+    done = load_groups(partial) if same and partial.is_file() else []
+    if done:
+        print(f"continuing: {len(done)} of {len(task_ids)} tasks already evaluated in {out}")
+    fingerprint.write_text(json.dumps(c, indent=1))
+    pool = build_pool(spec, cfg.batch_size, c["rollout"])
+    with (
+        partial.open("a" if done else "w") as sink,
+        tqdm(total=len(task_ids), initial=len(done), desc="evaluate") as bar,
+    ):
+
+        def on_batch(new):
+            sink.writelines(json.dumps(g.to_json()) + "\n" for g in new)
+            sink.flush()
+            bar.update(len(new))
+
+        groups = evaluate_policy(pool, policy, task_ids, config, cfg.seed, on_batch, done)
+    pool.close()
     save_groups(groups, out / "eval_groups.jsonl")
+    partial.unlink()
     title = f"{cfg.env.name} {cfg.env.split} ({len(task_ids)} tasks)"
     bounds = scripted_bounds(env, task_ids)
     # an evaluation-only run in the layout of a training run, so reports can include it

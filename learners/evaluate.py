@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,17 +22,25 @@ def evaluate_policy(
     task_ids: list[str],
     config: RolloutConfig,
     seed: int,
-    on_batch: Callable[[int], None] | None = None,
+    on_batch: Callable[[list[EpisodeGroup]], None] | None = None,
+    done: Sequence[EpisodeGroup] = (),
 ) -> list[EpisodeGroup]:
     """``config.n`` episodes per task (n=1 and temperature 0 for pass@1), ``pool.size``
-    episodes at a time."""
+    episodes at a time, in task order. ``on_batch`` gets each batch's groups as it ends
+    (to write them at once); a batch whose tasks are all in ``done`` (an interrupted
+    evaluation's) is kept, not run again: batches and seeds are those of a whole run."""
     per_batch = max(pool.size // config.n, 1)
+    finished = {g.task_id: g for g in done}
     groups: list[EpisodeGroup] = []
     for start in range(0, len(task_ids), per_batch):
         batch = task_ids[start : start + per_batch]
-        groups += rollout_groups(pool, policy, batch, seed + start, config)
+        if all(t in finished for t in batch):
+            groups += [finished[t] for t in batch]
+            continue
+        new = rollout_groups(pool, policy, batch, seed + start, config)
+        groups += new
         if on_batch:
-            on_batch(len(batch))
+            on_batch(new)
     return groups
 
 

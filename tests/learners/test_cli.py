@@ -1,12 +1,14 @@
 """The `toolgym` command as a user runs it: held-out splits by default, and a mistake is
 one line on stderr with exit status 2."""
 
+import json
 import subprocess
 import sys
 
 import pytest
 
 from envs.appworld.world import synthetic_world
+from learners import cli, evaluate
 
 
 def toolgym(*args: str, tmp_path) -> subprocess.CompletedProcess:
@@ -50,3 +52,31 @@ def test_evaluate_with_several_episodes_per_task_gives_pass_hat_k(tmp_path):
     assert len(episodes) == 4  # 2 tasks x 2 episodes
     assert "k=1: pass@k" in done.stdout and "k=2: pass@k" in done.stdout
     assert "airline_mini test (2 tasks): pass@1" in done.stdout
+
+
+def test_an_interrupted_evaluation_continues_where_it_stopped(tmp_path, monkeypatch, capsys):
+    out = tmp_path / "eval"
+    args = ["evaluate", "env=airline_mini", "model=tiny_random", "num_tasks=4", "batch_size=2"]
+    args += ["rollout.sampling.max_new_tokens=8", f"out_dir={out}", f"hydra.run.dir={tmp_path}"]
+    monkeypatch.setattr(sys, "argv", ["toolgym", *args])
+    cli.main()
+    whole = (out / "eval_groups.jsonl").read_text().splitlines(keepends=True)
+    assert len(whole) == 4 and not (out / "eval_groups.partial.jsonl").exists()
+    # interrupted after its first batch: that batch's episodes and the config are on disk
+    (out / "eval_groups.partial.jsonl").write_text("".join(whole[:2]))
+    batches = []
+    rollout_groups = evaluate.rollout_groups
+
+    def counted(pool, policy, batch, *rest):
+        batches.append(list(batch))
+        return rollout_groups(pool, policy, batch, *rest)
+
+    monkeypatch.setattr(evaluate, "rollout_groups", counted)
+    monkeypatch.setattr(sys, "argv", ["toolgym", *args])
+    cli.main()
+    assert "continuing: 2 of 4 tasks already evaluated" in capsys.readouterr().out
+    resumed = (out / "eval_groups.jsonl").read_text().splitlines(keepends=True)
+    assert resumed[:2] == whole[:2]  # kept as written, not run again
+    task_ids = [json.loads(line)["task_id"] for line in resumed]
+    assert task_ids == [json.loads(line)["task_id"] for line in whole]
+    assert batches == [task_ids[2:]]
