@@ -46,9 +46,14 @@ def _keep_successes(groups: list[EpisodeGroup]) -> tuple[list[EpisodeGroup], Har
 
 
 def gold_replay_records(
-    pool: EnvPool, chat: ChatFormat, task_ids: list[str], gold: Callable[[str], list]
+    pool: EnvPool,
+    chat: ChatFormat,
+    task_ids: list[str],
+    gold: Callable[[str], list],
+    on_batch: Callable[[int], None] | None = None,
 ) -> tuple[list[EpisodeGroup], HarvestReport]:
-    """One gold replay per task (``gold(task_id)`` gives its ``AgentAction`` list)."""
+    """One gold replay per task (``gold(task_id)`` gives its ``AgentAction`` list);
+    ``on_batch(k)`` after each batch of k tasks."""
     groups = []
     for start in range(0, len(task_ids), pool.size):
         batch = task_ids[start : start + pool.size]
@@ -57,6 +62,8 @@ def gold_replay_records(
         groups += rollout_groups(
             pool, policy, batch, 0, RolloutConfig(n=1, max_context_tokens=None)
         )
+        if on_batch:
+            on_batch(len(batch))
     return _keep_successes(groups)
 
 

@@ -183,7 +183,8 @@ def run_evaluate(cfg: DictConfig) -> None:
     save_groups(groups, out / "eval_groups.jsonl")
     partial.unlink()
     title = f"{cfg.env.name} {cfg.env.split} ({len(task_ids)} tasks)"
-    bounds = scripted_bounds(env, task_ids)
+    with tqdm(total=2 * len(task_ids), desc="do-nothing floor, gold ceiling") as bar:
+        bounds = scripted_bounds(env, task_ids, bar.update)
     # an evaluation-only run in the layout of a training run, so reports can include it
     (out / "run.json").write_text(
         json.dumps(
@@ -223,7 +224,10 @@ def run_sft(cfg: DictConfig) -> None:
     policy, model = build_policy(c["model"], c["rollout"])
     pool = build_pool(spec, min(len(task_ids), 8), c["rollout"])
     if cfg.source == "gold":
-        groups, report = gold_replay_records(pool, policy.chat, task_ids, env.gold_actions)
+        with tqdm(total=len(task_ids), desc="harvest gold replays") as bar:
+            groups, report = gold_replay_records(
+                pool, policy.chat, task_ids, env.gold_actions, bar.update
+            )
     else:  # teacher (learners/preflight.py checked the source and its backend)
         backend = make_chat_backend(c["teacher"])
         groups, report = teacher_records(
@@ -299,10 +303,7 @@ def train_one(c: dict, run_dir: Path) -> None:
     policy, sampler_model = build_policy(c["model"], c["rollout"])
     model, _ = load_model(build_config(ModelConfig, {**c["model"], "dtype": "float32"}, "model"))
     analyst = None
-    if entry.learner_class.credit_method == "sgcd" and (
-        learner_options.get("credit", {}).get("teacher_context", "credit_reference")
-        == "credit_reference"
-    ):
+    if entry.learner_class.needs_analyst(entry.make_config(learner_options)):
         analyst = make_chat_backend(c["credit_llm"])
     parts = RunParts(
         policy=policy,
@@ -460,6 +461,15 @@ def command_help(name: str) -> str:
     return "\n".join(lines)
 
 
+def quiet_third_party() -> None:
+    """No transformers progress bars ("Loading weights", "Writing model shards", dozens in
+    a compare) or warnings between toolgym's own lines; ``verbose=true`` keeps them."""
+    import transformers
+
+    transformers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.set_verbosity_error()
+
+
 def _fail(name: str, message: str) -> None:
     print(f"toolgym {name}: {message}" if name else f"toolgym: {message}", file=sys.stderr)
     sys.exit(2)
@@ -494,6 +504,8 @@ def main() -> None:
     def task(cfg: DictConfig) -> None:
         try:
             c = OmegaConf.to_container(cfg, resolve=True)
+            if not c["verbose"]:
+                quiet_third_party()
             check_before_work(name, c)
             if name == "compare":
                 check_compare(c, list(compare_runs(cfg).values()))

@@ -55,10 +55,18 @@ class Bounds:
     solutions always pass)."""
 
 
-def scripted_bounds(env: ToolUseEnv, task_ids: list[str]) -> Bounds:
+def scripted_bounds(
+    env: ToolUseEnv, task_ids: list[str], on_task: Callable[[], None] | None = None
+) -> Bounds:
+    """``on_task()`` after each of the 2 x len(task_ids) scripted episodes."""
+
     def mean_reward(policy: str) -> float:
-        results = list(replay(env, task_ids, policy))
-        return sum(r.reward for r in results) / len(results)
+        rewards = []
+        for result in replay(env, task_ids, policy):
+            rewards.append(result.reward)
+            if on_task:
+                on_task()
+        return sum(rewards) / len(rewards)
 
     return Bounds(floor=mean_reward("do_nothing"), ceiling=mean_reward("gold"))
 

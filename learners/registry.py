@@ -7,9 +7,7 @@ policy's logits from one shared-prefix forward of the whole group,
 returns; advantages always come from the credit method the learner names
 (``credit_method``): learners never compute advantages themselves.
 
-To add a learner: write ``learners/<name>.py`` with a config dataclass and a ``Learner``
-subclass decorated ``@register_learner("<name>", Config)``, import it in
-``learners/__init__.py``, and add ``configs/learner/<name>.yaml``.
+To add a learner, follow docs/ADDING_A_LEARNER.md (a worked example its test runs).
 """
 
 from __future__ import annotations
@@ -82,6 +80,12 @@ class Learner(abc.ABC):
     def credit_config(self) -> dict[str, Any]:
         """Options for the credit method (default: its defaults)."""
         return getattr(self.config, "credit", None) or {}
+
+    @classmethod
+    def needs_analyst(cls, config: Any) -> bool:
+        """Whether a run with this (typed) config needs the external credit analyst
+        (``credit_llm``): built before the learner, so decided from the config alone."""
+        return False
 
     @abc.abstractmethod
     def loss(self, x: LossInput) -> tuple[torch.Tensor, dict[str, float]]:

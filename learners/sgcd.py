@@ -43,6 +43,11 @@ class SGCDLearnerConfig(GRPOConfig):
 class SGCD(GRPO):
     credit_method = "sgcd"
 
+    @classmethod
+    def needs_analyst(cls, config: SGCDLearnerConfig) -> bool:
+        # the credit reference is the analyst's; the successful-sibling ablation has none
+        return config.credit.get("teacher_context", "credit_reference") == "credit_reference"
+
     def __init__(self, config: SGCDLearnerConfig, context: LearnerContext):
         super().__init__(config, context)
         self.distill = SDPODistill(config.sd, context)

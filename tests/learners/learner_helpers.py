@@ -1,7 +1,10 @@
 import copy
 
 import torch
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
 
+from learners.cli import CONFIG_DIR
 from learners.registry import LossInput
 
 
@@ -33,3 +36,27 @@ def loss_and_grads(learner, model, group, advantages):
     )
     loss.backward()
     return loss, [p.grad.clone() for p in model.parameters()]
+
+
+# a train config that runs in seconds: tiny model, airline_mini, one group of 3
+FAST = [
+    "env=airline_mini",
+    "model=tiny_random",
+    "rollout.n=3",
+    "rollout.sampling.max_new_tokens=12",
+    "train.groups_per_step=1",
+    "train.dynamic_sampling=false",
+    "train.eval_tasks=2",
+    "eval_batch=2",
+    "credit_llm.model=tiny-random",
+    "credit_llm.max_tokens=16",
+    "+learner.credit.saliency.min_spike_divergence=0.0",
+]
+
+
+def config(learner, *extra):
+    overrides = [*FAST, f"learner={learner}", *extra]
+    if not learner.startswith("sgcd"):
+        overrides.remove("+learner.credit.saliency.min_spike_divergence=0.0")
+    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
+        return OmegaConf.to_container(compose("train", overrides=overrides), resolve=True)

@@ -7,8 +7,8 @@ import sys
 from pathlib import Path
 
 import pytest
+from learner_helpers import config
 from tensorboardX.proto.event_pb2 import Event
-from test_train import config
 from wandb.proto.wandb_internal_pb2 import Record
 
 from envs.core import ConfigError, build_config

@@ -6,32 +6,12 @@ import math
 
 import pytest
 from hydra import compose, initialize_config_dir
+from learner_helpers import config
 from omegaconf import OmegaConf
 
 from envs.core import ConfigError
 from learners.cli import CONFIG_DIR, train_one
-
-FAST = [
-    "env=airline_mini",
-    "model=tiny_random",
-    "rollout.n=3",
-    "rollout.sampling.max_new_tokens=12",
-    "train.groups_per_step=1",
-    "train.dynamic_sampling=false",
-    "train.eval_tasks=2",
-    "eval_batch=2",
-    "credit_llm.model=tiny-random",
-    "credit_llm.max_tokens=16",
-    "+learner.credit.saliency.min_spike_divergence=0.0",
-]
-
-
-def config(learner, *extra):
-    overrides = [*FAST, f"learner={learner}", *extra]
-    if not learner.startswith("sgcd"):
-        overrides.remove("+learner.credit.saliency.min_spike_divergence=0.0")
-    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
-        return OmegaConf.to_container(compose("train", overrides=overrides), resolve=True)
+from learners.registry import get_learner
 
 
 def lines(path):
@@ -124,3 +104,18 @@ def test_every_ablation_and_option_takes_a_real_step(learner, extra, tmp_path):
     assert (tmp_path / "checkpoint" / "model.safetensors").is_file()
     if learner == "sgcd_direct_sd" or "learner.sd_coef=0.5" in extra:
         assert "loss/sd_masked" in metrics  # the SD term was evaluated
+
+
+@pytest.mark.parametrize(
+    "learner, options, needed",
+    [
+        ("grpo", {}, False),
+        ("gear", {}, False),
+        ("sgcd", {}, True),
+        ("sgcd", {"credit": {"weighting": "uniform"}}, True),
+        ("sgcd", {"credit": {"teacher_context": "successful_sibling"}}, False),
+    ],
+)
+def test_a_learner_says_from_its_config_whether_it_needs_the_analyst(learner, options, needed):
+    entry = get_learner(learner)
+    assert entry.learner_class.needs_analyst(entry.make_config(options)) is needed
