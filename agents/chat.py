@@ -298,11 +298,30 @@ BACKENDS = {
 }
 
 
-def make_chat_backend(cfg: dict[str, Any]):
-    """``cfg``: ``{"kind": "anthropic"|"openai"|"local", ...that backend's config fields}``."""
+def _backend_config(cfg: dict[str, Any]) -> tuple[type, Any]:
     kind = cfg.get("kind")
     if kind not in BACKENDS:
         raise ConfigError(f"unknown chat backend {kind!r}; known: {sorted(BACKENDS)}")
     backend_class, config_class = BACKENDS[kind]
     options = {k: v for k, v in cfg.items() if k != "kind"}
-    return backend_class(build_config(config_class, options, f"chat backend {kind}"))
+    return backend_class, build_config(config_class, options, f"chat backend {kind}")
+
+
+def check_chat_backend(cfg: dict[str, Any]) -> None:
+    """What :func:`make_chat_backend` would refuse, found without a model or a request: the
+    options, a hosted backend's API key, a local backend's model."""
+    backend_class, config = _backend_config(cfg)
+    if backend_class is AnthropicChat:
+        _api_key(config.api_key_env, required=True)
+    if backend_class is LocalChat:
+        from agents.model import ModelConfig, model_source_problem
+
+        problem = model_source_problem(ModelConfig(name=config.model, dtype=config.dtype))
+        if problem:
+            raise ConfigError(problem)
+
+
+def make_chat_backend(cfg: dict[str, Any]):
+    """``cfg``: ``{"kind": "anthropic"|"openai"|"local", ...that backend's config fields}``."""
+    backend_class, config = _backend_config(cfg)
+    return backend_class(config)

@@ -11,6 +11,7 @@ A user's mistake (unknown split, task, option) prints one line and exits with st
 from __future__ import annotations
 
 import json
+import logging
 import sys
 from collections import defaultdict
 from collections.abc import Callable
@@ -24,6 +25,9 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
+# the commands' messages: plain on the console and timestamped in the run's cli.log
+# (configs/hydra/job_logging/toolgym.yaml)
+log = logging.getLogger("toolgym")
 
 
 def _output_dir() -> Path:
@@ -35,7 +39,7 @@ def _sampler_precision(model_cfg: dict) -> dict:
     from agents.precision import resolve_dtype
 
     precision = resolve_dtype(model_cfg["dtype"])
-    print(f"sampler weights: {precision.describe()}")
+    log.info(f"sampler weights: {precision.describe()}")
     return precision.record()
 
 
@@ -45,12 +49,12 @@ def show_tasks(cfg: DictConfig) -> None:
 
     env = make_env(OmegaConf.to_container(cfg.env, resolve=True), user=ScriptedUser())
     counts: dict[str, int] = defaultdict(int)
-    print(f"{'task':>6}  category")
+    log.info(f"{'task':>6}  category")
     for spec in env.tasks():
         counts[spec.category] += 1
-        print(f"{spec.task_id:>6}  {spec.category}")
+        log.info(f"{spec.task_id:>6}  {spec.category}")
     summary = ", ".join(f"{k} {v}" for k, v in sorted(counts.items(), key=lambda kv: -kv[1]))
-    print(f"{cfg.env.name} {cfg.env.split}: {len(env.tasks())} tasks ({summary})")
+    log.info(f"{cfg.env.name} {cfg.env.split}: {len(env.tasks())} tasks ({summary})")
 
 
 def run_replay(cfg: DictConfig) -> None:
@@ -65,17 +69,17 @@ def run_replay(cfg: DictConfig) -> None:
         for r in tqdm(replay(env, task_ids, cfg.policy), total=len(task_ids), desc=cfg.policy):
             results.append(r)
             f.write(json.dumps(asdict(r)) + "\n")
-    print(f"{'task':>6}  {'category':<17} {'reward':>6}  {'calls':>5}  end")
+    log.info(f"{'task':>6}  {'category':<17} {'reward':>6}  {'calls':>5}  end")
     for r in results:
         row = f"{r.task_id:>6}  {r.category:<17} {r.reward:>6.2f}  {r.tool_calls:>5}"
-        print(f"{row}  {r.termination_reason}")
+        log.info(f"{row}  {r.termination_reason}")
     by_cat: dict[str, list[float]] = defaultdict(list)
     for r in results:
         by_cat[r.category].append(r.reward)
     for cat, rewards in sorted(by_cat.items()):
-        print(f"{cat:<17} {sum(rewards):.0f}/{len(rewards)}")
+        log.info(f"{cat:<17} {sum(rewards):.0f}/{len(rewards)}")
     total = sum(r.reward for r in results)
-    print(
+    log.info(
         f"{cfg.policy} on {cfg.env.name} {cfg.env.split}: {total:.0f}/{len(results)} "
         f"(pass@1 {total / len(results):.3f}); records in {out}"
     )
@@ -101,14 +105,14 @@ def run_rollout(cfg: DictConfig) -> None:
     pool.close()
     out = _output_dir() / "groups.jsonl"
     save_groups(groups, out)
-    print(f"{'task':>6}  {'category':<17} {'wins':>5}  tool calls per sibling")
+    log.info(f"{'task':>6}  {'category':<17} {'wins':>5}  tool calls per sibling")
     for g in groups:
         wins = sum(e.success for e in g.episodes)
         calls = " ".join(str(len(e.tool_calls)) for e in g.episodes)
-        print(f"{g.task_id:>6}  {g.category:<17} {wins:>2}/{len(g.episodes):<2}  {calls}")
+        log.info(f"{g.task_id:>6}  {g.category:<17} {wins:>2}/{len(g.episodes):<2}  {calls}")
     turns = [t for g in groups for e in g.episodes for t in e.assistant_turns()]
     with_calls = sum(bool(t.tool_calls) for t in turns)
-    print(
+    log.info(
         f"{len(turns)} assistant messages, {with_calls} with a parsed tool call; "
         f"mixed groups {sum(g.is_mixed for g in groups)}/{len(groups)}; records in {out}"
     )
@@ -117,25 +121,25 @@ def run_rollout(cfg: DictConfig) -> None:
 def _print_eval(groups, m: dict[str, float], title: str) -> None:
     from learners.compare_stats import pass_k_table
 
-    print(f"{'task':>6}  {'category':<17} {'passed':>6}  tool calls (first episode)")
+    log.info(f"{'task':>6}  {'category':<17} {'passed':>6}  tool calls (first episode)")
     for g in groups:
         wins = f"{sum(e.success for e in g.episodes)}/{len(g.episodes)}"
         calls = ",".join(g.episodes[0].tool_calls) or "-"
-        print(f"{g.task_id:>6}  {g.category:<17} {wins:>6}  {calls}")
+        log.info(f"{g.task_id:>6}  {g.category:<17} {wins:>6}  {calls}")
     cats = sorted({k.split("/")[1] for k in m if k.endswith("/episodes")})
     for c in cats:
         n = int(m[f"eval/{c}/episodes"])
-        print(f"{c:<17} {m[f'eval/{c}/success'] * n:.0f}/{n}")
+        log.info(f"{c:<17} {m[f'eval/{c}/success'] * n:.0f}/{n}")
     if "eval/tgc" in m:
-        print(f"AppWorld goal completion: TGC {m['eval/tgc']:.1f}, SGC {m['eval/sgc']:.1f}")
+        log.info(f"AppWorld goal completion: TGC {m['eval/tgc']:.1f}, SGC {m['eval/sgc']:.1f}")
     n = min(len(g.episodes) for g in groups)
     if n > 1:  # several episodes per task: pass@k and pass^k (SGCD paper, Appendix B)
         table = pass_k_table(
             {g.task_id: [e.success for e in g.episodes] for g in groups}, range(1, n + 1)
         )
         for row in table:
-            print(f"k={row.k}: pass@k {row.pass_at_k:.3f}  pass^k {row.pass_hat_k:.3f}")
-    print(
+            log.info(f"k={row.k}: pass@k {row.pass_at_k:.3f}  pass^k {row.pass_hat_k:.3f}")
+    log.info(
         f"{title}: pass@1 {m['eval/success']:.3f} "
         f"(do-nothing floor {m['eval/do_nothing_floor']:.3f}, "
         f"gold-replay ceiling {m['eval/gold_ceiling']:.3f}); "
@@ -165,7 +169,7 @@ def run_evaluate(cfg: DictConfig) -> None:
     same = fingerprint.is_file() and json.loads(fingerprint.read_text()) == c
     done = load_groups(partial) if same and partial.is_file() else []
     if done:
-        print(f"continuing: {len(done)} of {len(task_ids)} tasks already evaluated in {out}")
+        log.info(f"continuing: {len(done)} of {len(task_ids)} tasks already evaluated in {out}")
     fingerprint.write_text(json.dumps(c, indent=1))
     pool = build_pool(spec, cfg.batch_size, c["rollout"])
     with (
@@ -202,7 +206,7 @@ def run_evaluate(cfg: DictConfig) -> None:
     (out / "metrics.jsonl").touch()
     (out / "eval.jsonl").unlink(missing_ok=True)
     _print_eval(groups, write_eval(out, 0, groups, bounds), title)
-    print(f"records and metrics in {out}")
+    log.info(f"records and metrics in {out}")
 
 
 def run_sft(cfg: DictConfig) -> None:
@@ -237,19 +241,21 @@ def run_sft(cfg: DictConfig) -> None:
     out = Path(cfg.out_dir) if cfg.out_dir else _output_dir()
     out.mkdir(parents=True, exist_ok=True)
     save_groups(groups, out / "sft_records.jsonl")
-    print(
+    log.info(
         f"SFT records from {cfg.env.name} {cfg.env.split}: kept {report.kept}, "
         f"discarded {report.discarded} {report.discarded_tasks or ''}"
     )
     learner = {k: v for k, v in c["learner"].items() if k != "name"}
     config = build_config(SFTConfig, learner, "learner sft")
-    print(f"SFT autocast: {resolve_dtype(config.autocast).describe()}")
-    log = (out / "sft_metrics.jsonl").open("w")
-    with tqdm(total=config.steps, desc="sft") as bar:
+    log.info(f"SFT autocast: {resolve_dtype(config.autocast).describe()}")
+    with (
+        (out / "sft_metrics.jsonl").open("w") as metrics_file,
+        tqdm(total=config.steps, desc="sft") as bar,
+    ):
 
         def on_step(step, metrics):
-            log.write(json.dumps(metrics) + "\n")
-            log.flush()
+            metrics_file.write(json.dumps(metrics) + "\n")
+            metrics_file.flush()
             bar.set_postfix(loss=f"{metrics['loss/sft']:.3f}")
             bar.update(1)
 
@@ -261,7 +267,7 @@ def run_sft(cfg: DictConfig) -> None:
         None,
         {"learner": "sft", "steps": config.steps, "records": report.kept},
     )
-    print(
+    log.info(
         f"loss {history[0]['loss/sft']:.3f} -> {history[-1]['loss/sft']:.3f}; "
         f"checkpoint: {path} (use model.init_from={path})"
     )
@@ -291,7 +297,7 @@ def train_one(c: dict, run_dir: Path) -> None:
         load_trainer_state(checkpoint)["step"] >= train_cfg.steps
     )
     if finished:
-        print(f"{run_dir} already finished {train_cfg.steps} steps")  # no model loaded
+        log.info(f"{run_dir} already finished {train_cfg.steps} steps")  # no model loaded
         return
     tracking_cfg = build_config(TrackingConfig, c["tracking"], "tracking")
     name = c["learner"]["name"]
@@ -330,7 +336,7 @@ def train_one(c: dict, run_dir: Path) -> None:
         },
         "config": c,
     }
-    print(f"learner autocast: {trainer.precision.describe()}")
+    log.info(f"learner autocast: {trainer.precision.describe()}")
     (run_dir / "run.json").write_text(json.dumps(record, indent=1))
     with ExitStack() as closing:
         trackers = make_trackers(tracking_cfg, run_dir, record)
@@ -359,13 +365,13 @@ def train_one(c: dict, run_dir: Path) -> None:
     last = json.loads((run_dir / "eval.jsonl").read_text().splitlines()[-1])
     steps = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     updates = updated_steps(steps)
-    print(
+    log.info(
         f"{name} seed {train_cfg.seed}: held-out pass@1 {last['eval/success']:.3f} "
         f"(do-nothing floor {last['eval/do_nothing_floor']:.3f}); "
         f"updates: {updates} of {len(steps)} steps; run dir {run_dir}"
     )
     if updates * 2 < len(steps):
-        print(
+        log.warning(
             f"warning: {len(steps) - updates} of {len(steps)} steps found no mixed group and "
             "took no gradient step; the model barely trained (raise train.max_draws or "
             "groups_per_step, or start from a model that sometimes succeeds)"
@@ -393,10 +399,10 @@ def run_compare(cfg: DictConfig) -> None:
     out = Path(cfg.out_dir) if cfg.out_dir else _output_dir()
     runs = compare_runs(cfg)
     for i, (name, c) in enumerate(runs.items(), 1):
-        print(f"run {i}/{len(runs)}: {c['learner']['name']}, seed {c['train']['seed']}")
+        log.info(f"run {i}/{len(runs)}: {c['learner']['name']}, seed {c['train']['seed']}")
         train_one(c, out / name)
     report = write_report(out, ReportConfig(baseline=cfg.baseline))
-    print(f"report: {report}")
+    log.info(f"report: {report}")
 
 
 COMPARE_KEYS = ("learners", "seeds", "baseline", "out_dir")

@@ -13,6 +13,7 @@ from typing import Any
 
 from hydra.errors import HydraException, MissingConfigException, OverrideParseException
 
+from agents.chat import check_chat_backend
 from envs.core import ConfigError, build_config, did_you_mean
 
 # top-level keys that must be whole numbers (at least 1; null where it means "all")
@@ -97,7 +98,9 @@ def check_train(c: dict[str, Any]) -> None:
             f"{known_learners()}"
         )
     entry = get_learner(name)
-    entry.make_config({k: v for k, v in c["learner"].items() if k != "name"})
+    config = entry.make_config({k: v for k, v in c["learner"].items() if k != "name"})
+    if entry.learner_class.needs_analyst(config):
+        check_chat_backend(c["credit_llm"])
     train = build_config(TrainConfig, c["train"], "train")
     check_dtype_name(train.autocast, "train.autocast")
     build_config(TrackingConfig, c["tracking"], "tracking")
@@ -120,8 +123,10 @@ def check_sft(c: dict[str, Any]) -> None:
         raise ConfigError(
             f"source={c['source']}: no such source{did_you_mean(c['source'], SFT_SOURCES)}"
         )
-    if c["source"] == "teacher" and not c.get("teacher"):
-        raise ConfigError("source=teacher needs teacher=<chat backend config>")
+    if c["source"] == "teacher":
+        if not c.get("teacher"):
+            raise ConfigError("source=teacher needs teacher=<chat backend config>")
+        check_chat_backend(c["teacher"])
     check_model(c["model"])
     check_rollout(c["model"], c["rollout"])
 

@@ -52,6 +52,9 @@ def test_evaluate_with_several_episodes_per_task_gives_pass_hat_k(tmp_path):
     assert len(episodes) == 4  # 2 tasks x 2 episodes
     assert "k=1: pass@k" in done.stdout and "k=2: pass@k" in done.stdout
     assert "airline_mini test (2 tasks): pass@1" in done.stdout
+    # the messages are logged in the run's cli.log too; transformers' bars stay quiet
+    assert "airline_mini test (2 tasks): pass@1" in (tmp_path / "cli.log").read_text()
+    assert "Loading weights" not in done.stderr
 
 
 def test_an_interrupted_evaluation_continues_where_it_stopped(tmp_path, monkeypatch, capsys):

@@ -45,10 +45,14 @@ BAD_INPUTS = [
     (["compare", "baseline=gear"], "baseline=gear: not among learners"),
     (["compare", "learners=[grpo,sft]"], "SFT has its own command"),
     (["compare", "seeds=[0,x]"], "seeds: 'x' is not a whole number"),
+    (["train", "learner=sgcd", "credit_llm=anthropic"], "set ANTHROPIC_API_KEY"),
+    (["train", "learner=sgcd", "credit_llm.max_tokens=lots"], "max_tokens='lots': expected int"),
+    (["sft", "source=teacher"], "source=teacher needs teacher="),
 ]
 
 
 def run_cli(monkeypatch, capsys, args, tmp_path):
+    monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)
     monkeypatch.setattr(sys, "argv", ["toolgym", *args, f"hydra.run.dir={tmp_path}"])
     with pytest.raises(SystemExit) as done:
         cli.main()

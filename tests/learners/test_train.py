@@ -2,6 +2,7 @@
 writes metrics, an evaluation and a checkpoint, and resumes from it."""
 
 import json
+import logging
 import math
 
 import pytest
@@ -19,7 +20,7 @@ def lines(path):
 
 
 @pytest.mark.parametrize("learner", ["grpo", "grpo_kl", "sdpo", "sgcd", "gear"])
-def test_two_steps_then_resume(learner, tmp_path, monkeypatch, capsys):
+def test_two_steps_then_resume(learner, tmp_path, monkeypatch, caplog):
     train_one(config(learner, "train.steps=2"), tmp_path)
     metrics = lines(tmp_path / "metrics.jsonl")
     assert [m["step"] for m in metrics] == [1, 2]
@@ -40,8 +41,9 @@ def test_two_steps_then_resume(learner, tmp_path, monkeypatch, capsys):
 
     monkeypatch.setattr("agents.build.load_model", no_model)
     monkeypatch.setattr("agents.model.load_model", no_model)
+    caplog.set_level(logging.INFO, logger="toolgym")
     train_one(config(learner, "train.steps=3"), tmp_path)  # finished: says so at once
-    assert "already finished 3 steps" in capsys.readouterr().out
+    assert "already finished 3 steps" in caplog.text
 
 
 @pytest.mark.parametrize("env, held_out", [("airline_mini", "test"), ("appworld", "test_normal")])
