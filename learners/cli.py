@@ -499,7 +499,11 @@ def main() -> None:
         print(command_help(name))
         sys.exit(0)
     # Hydra's own errors (unknown group option or key, bad syntax), reworded, before its app
-    overrides = [a for a in args[1:] if not a.startswith(("-", "hydra.", "hydra/"))]
+    overrides = [
+        a
+        for a in args[1:]
+        if a.startswith("hydra.searchpath") or not a.startswith(("-", "hydra.", "hydra/"))
+    ]
     try:
         _compose(name, overrides)
     except HydraException as e:
