@@ -62,6 +62,15 @@ def check_positive_ints(c: dict[str, Any]) -> None:
             raise ConfigError(f"{key}={value!r}: expected {allowed}")
 
 
+def check_env(env_cfg: dict[str, Any]) -> None:
+    """The env builds (its data root and task files are there; options are known), with
+    the scripted user: an LLM user's backend is not needed to know that."""
+    from envs.factory import make_env
+    from envs.users import ScriptedUser
+
+    make_env(env_cfg, user=ScriptedUser()).close()
+
+
 def check_model(model_cfg: dict[str, Any]) -> None:
     """The model config's types, its dtype name and that its weights can be found offline
     or in the Hugging Face cache (a hub id with no network fails here, not after minutes)."""
@@ -141,6 +150,7 @@ def check_compare(c: dict[str, Any], runs: list[dict[str, Any]]) -> None:
             raise ConfigError(f"seeds: {seed!r} is not a whole number")
     if c["baseline"] not in learners:
         raise ConfigError(f"baseline={c['baseline']}: not among learners={learners}")
+    check_env(runs[0]["env"])  # the same env for every run
     for run in runs:
         check_train(run)
 
@@ -148,6 +158,8 @@ def check_compare(c: dict[str, Any], runs: list[dict[str, Any]]) -> None:
 def check_before_work(command: str, c: dict[str, Any]) -> None:
     """All checks of ``command`` that need no model, env or network beyond a hub lookup."""
     check_positive_ints(c)
+    if command in ("evaluate", "rollout", "sft", "train"):
+        check_env(c["env"])
     if command in ("evaluate", "rollout"):
         check_model(c["model"])
         check_rollout(c["model"], c["rollout"])

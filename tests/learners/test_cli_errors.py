@@ -48,6 +48,8 @@ BAD_INPUTS = [
     (["train", "learner=sgcd", "credit_llm=anthropic"], "set ANTHROPIC_API_KEY"),
     (["train", "learner=sgcd", "credit_llm.max_tokens=lots"], "max_tokens='lots': expected int"),
     (["sft", "source=teacher"], "source=teacher needs teacher="),
+    (["train", "env=appworld", "env.data_root=/nonexistent"], "no AppWorld data under"),
+    (["evaluate", "env.max_turns=x"], "max_turns='x': expected int"),
 ]
 
 

@@ -25,7 +25,8 @@ def test_the_wheel_runs_toolgym_from_a_fresh_venv(tmp_path):
     # the dependencies come from this venv's site-packages, whose .pth files (the editable
     # install of this checkout among them) a path listed in a .pth does not run
     (site / "deps.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
-    install = ["pip", "install", "--no-deps", "-q", "--prefix", fresh, wheel]
+    # --ignore-installed: pip would otherwise uninstall this checkout's editable install first
+    install = ["pip", "install", "--no-deps", "--ignore-installed", "-q", "--prefix", fresh, wheel]
     subprocess.run([sys.executable, "-m", *install], check=True)
     done = subprocess.run(
         [fresh / "bin" / "python", fresh / "bin" / "toolgym", "tasks", "env=airline_mini"],
