@@ -168,6 +168,7 @@ class Trainer:
         )
         self.task_ids = [t.task_id for t in parts.train_env.tasks()]
         self.start_step = 1
+        self._on_eval_tasks: Callable[[int, int], None] | None = None
         self.inert_steps = 0
 
     # -- state -----------------------------------------------------------------------
@@ -204,13 +205,16 @@ class Trainer:
         self,
         on_step: Callable[[int, dict[str, float]], None] | None = None,
         on_eval: Callable[[int, dict[str, float]], None] | None = None,
+        on_eval_tasks: Callable[[int, int], None] | None = None,
     ) -> None:
+        """``on_eval_tasks(step, k)``: k more held-out tasks of step's evaluation are done."""
+        self._on_eval_tasks = on_eval_tasks
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        self.bounds = scripted_bounds(self.parts.eval_env, self._eval_task_ids())
+        self.bounds = scripted_bounds(self.parts.eval_env, self.eval_task_ids())
         if self.config.eval_at_start and not self._evaluated(0):
             evaluation = (
                 reuse_start_evaluation(
-                    Path(self.config.start_eval), self.run_dir, self._eval_task_ids()
+                    Path(self.config.start_eval), self.run_dir, self.eval_task_ids()
                 )
                 if self.config.start_eval
                 else self.evaluate(0)
@@ -317,7 +321,7 @@ class Trainer:
         out["train/response_tokens"] = float(total_tokens)
         return out
 
-    def _eval_task_ids(self) -> list[str]:
+    def eval_task_ids(self) -> list[str]:
         return [t.task_id for t in self.parts.eval_env.tasks()][: self.config.eval_tasks]
 
     def evaluate(self, step: int) -> dict[str, float]:
@@ -330,8 +334,14 @@ class Trainer:
             ),
             max_context_tokens=self.parts.rollout.max_context_tokens,
         )
+        progress = self._on_eval_tasks
         groups = evaluate_policy(
-            self.parts.eval_pool, self.parts.policy, self._eval_task_ids(), greedy, self.config.seed
+            self.parts.eval_pool,
+            self.parts.policy,
+            self.eval_task_ids(),
+            greedy,
+            self.config.seed,
+            (lambda new: progress(step, len(new))) if progress else None,
         )
         return write_eval(self.run_dir, step, groups, self.bounds)
 
