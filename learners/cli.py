@@ -359,17 +359,16 @@ def train_one(c: dict, run_dir: Path) -> None:
             )
             bar.update(1)
 
+        n_eval = len(trainer.eval_task_ids())
         eval_bars: dict[int, tqdm] = {}
 
         def on_eval_tasks(step, done):
             if step not in eval_bars:
-                total = len(trainer.eval_task_ids())
-                eval_bars[step] = tqdm(total=total, desc=f"evaluate step {step}", leave=False)
+                eval_bars[step] = tqdm(total=n_eval, desc=f"evaluate step {step}", leave=False)
             eval_bars[step].update(done)
-            if eval_bars[step].n >= eval_bars[step].total:
+            if eval_bars[step].n >= n_eval:
                 eval_bars.pop(step).close()
 
-        n_eval = len(trainer.eval_task_ids())
         log.info(f"held-out evaluation: {n_eval} tasks (floor and ceiling scored first)")
         trainer.run(on_step, on_eval=track, on_eval_tasks=on_eval_tasks)
     from learners.comparison import updated_steps

@@ -93,8 +93,16 @@ def check_rollout(model_cfg: dict[str, Any], rollout_cfg: dict[str, Any]) -> Non
     build_config(ChatFormatConfig, rollout_cfg["chat_format"], "rollout.chat_format")
 
 
+def check_acting(c: dict[str, Any]) -> None:
+    """The env, and the policy that acts in it: its model and rollout options."""
+    check_env(c["env"])
+    check_model(c["model"])
+    check_rollout(c["model"], c["rollout"])
+
+
 def check_train(c: dict[str, Any]) -> None:
-    """A ``train`` config (also each run of a ``compare``)."""
+    """What a ``train`` config adds to :func:`check_acting` (also each run of a
+    ``compare``): the learner, its analyst, the loop's and tracking's options."""
     from agents.precision import check_dtype_name
     from learners.registry import get_learner, known_learners
     from learners.tracking import TrackingConfig
@@ -113,9 +121,6 @@ def check_train(c: dict[str, Any]) -> None:
     train = build_config(TrainConfig, c["train"], "train")
     check_dtype_name(train.autocast, "train.autocast")
     build_config(TrackingConfig, c["tracking"], "tracking")
-    check_model(c["model"])
-    check_rollout(c["model"], c["rollout"])
-    check_positive_ints(c)
     if c.get("run_dir"):
         writable_dir(c["run_dir"], "run_dir")
 
@@ -136,8 +141,6 @@ def check_sft(c: dict[str, Any]) -> None:
         if not c.get("teacher"):
             raise ConfigError("source=teacher needs teacher=<chat backend config>")
         check_chat_backend(c["teacher"])
-    check_model(c["model"])
-    check_rollout(c["model"], c["rollout"])
 
 
 def check_compare(c: dict[str, Any], runs: list[dict[str, Any]]) -> None:
@@ -150,20 +153,18 @@ def check_compare(c: dict[str, Any], runs: list[dict[str, Any]]) -> None:
             raise ConfigError(f"seeds: {seed!r} is not a whole number")
     if c["baseline"] not in learners:
         raise ConfigError(f"baseline={c['baseline']}: not among learners={learners}")
-    check_env(runs[0]["env"])  # the same env for every run
+    check_acting(runs[0])  # env, model and rollout are the same for every run
     for run in runs:
         check_train(run)
 
 
 def check_before_work(command: str, c: dict[str, Any]) -> None:
-    """All checks of ``command`` that need no model, env or network beyond a hub lookup."""
+    """All checks of ``command`` before its work: no model loads (the env is built once,
+    a hub id may be looked up)."""
     check_positive_ints(c)
     if command in ("evaluate", "rollout", "sft", "train"):
-        check_env(c["env"])
-    if command in ("evaluate", "rollout"):
-        check_model(c["model"])
-        check_rollout(c["model"], c["rollout"])
-    elif command == "sft":
+        check_acting(c)
+    if command == "sft":
         check_sft(c)
     elif command == "train":
         check_train(c)
