@@ -77,7 +77,7 @@ def _score_both(
     """Play one episode; [(RewardInfo, seconds)] of the project's scorer and of tau2's."""
     world, messages, termination = _play(env, task_id, script)
     project = partial(score_episode, env.domain, task_id, world, messages, termination)
-    tau2 = partial(tau2_evaluate, env.domain.name, env.domain.tasks[task_id], messages, termination)
+    tau2 = partial(tau2_evaluate, env.domain, env.domain.tasks[task_id], messages, termination)
     if warm_up:
         tau2()  # tau2's first call pays for lazy imports
     ours, ref = _alternate(project, tau2, flip)

@@ -24,7 +24,6 @@ logger.remove()  # tau2 logs each tool call at DEBUG to stderr; keep the user's 
 from tau2.data_model.tasks import Task  # noqa: E402
 from tau2.environment.environment import Environment  # noqa: E402
 from tau2.environment.toolkit import ToolType  # noqa: E402
-from tau2.registry import registry  # noqa: E402
 
 from envs.categories import task_category  # noqa: E402
 from envs.core import ConfigError  # noqa: E402
@@ -57,8 +56,8 @@ class TauDomain:
     """A tau2 domain as toolgym uses it: tasks, splits, and an environment factory.
 
     ``build_environment`` returns a fresh tau2 ``Environment`` (own DB copy) per call;
-    it is registered with tau2 under ``name`` so that tau2's own evaluator rebuilds the
-    same world when it scores an episode.
+    :meth:`register_with_tau2` hands it to tau2 under ``name`` so that tau2's own
+    evaluator rebuilds the same world when it scores an episode.
     """
 
     name: str
@@ -77,9 +76,12 @@ class TauDomain:
         # gold world, and a fresh world
         self.gold_hashes: dict[str, tuple[str | None, str | None]] = {}
         self.fresh_hashes: tuple[str | None, str | None] | None = None
-        self._register_with_tau2()
 
-    def _register_with_tau2(self) -> None:
+    def register_with_tau2(self) -> None:
+        """Make the domain known to tau2's own evaluator (envs.tau2_scoring.tau2_evaluate).
+        Only then: tau2's registry imports litellm, seconds of every process's start-up."""
+        from tau2.registry import registry
+
         # tau2's registry is process-global and refuses a second registration of a name.
         if self.name in registry.get_domains():
             return

@@ -49,12 +49,15 @@ def score_episode(
     ``world`` must come from ``domain.build_environment()`` and have run exactly the tool
     calls in ``messages`` (each through ``world.get_response``), as a ``TauEnv`` episode does.
     """
-    from tau2.data_model.simulation import TerminationReason
+    from tau2.data_model.simulation import RewardInfo, TerminationReason
 
     task = domain.tasks[task_id]
-    ended = termination not in {TerminationReason.AGENT_STOP, TerminationReason.USER_STOP}
-    if ended or _needs_tau2(task):
-        return tau2_evaluate(domain.name, task, messages, termination)
+    if termination not in {TerminationReason.AGENT_STOP, TerminationReason.USER_STOP}:
+        # tau2's first rule, written here: importing its evaluator costs seconds (litellm)
+        note = f"Simulation terminated prematurely. Termination reason: {termination.value}"
+        return RewardInfo(reward=0.0, reward_basis=None, info={"note": note})
+    if _needs_tau2(task):
+        return tau2_evaluate(domain, task, messages, termination)
     return _combine(task, _db_reward(domain, task, world, messages), messages)
 
 
@@ -77,12 +80,13 @@ def summary(result: RewardInfo) -> dict[str, Any]:
 
 
 def tau2_evaluate(
-    domain_name: str, task: Task, messages: list[Message], termination: TerminationReason
+    domain: TauDomain, task: Task, messages: list[Message], termination: TerminationReason
 ) -> RewardInfo:
     """tau2's own ``evaluate_simulation`` (the reference: it rebuilds both worlds)."""
     from tau2.data_model.simulation import SimulationRun
     from tau2.evaluator.evaluator import EvaluationType, evaluate_simulation
 
+    domain.register_with_tau2()
     now = datetime.now().isoformat()  # the evaluator reads neither the times nor the id
     run = SimulationRun(
         id=str(uuid.uuid4()),
@@ -98,7 +102,7 @@ def tau2_evaluate(
         task=task,
         evaluation_type=EvaluationType.ALL,
         solo_mode=False,
-        domain=domain_name,
+        domain=domain.name,
     )
 
 

@@ -318,6 +318,7 @@ def train_one(c: dict, run_dir: Path) -> None:
         pool=build_pool(spec, rollout.n * train_cfg.groups_per_step, c["rollout"]),
         train_env=spec.build(),
         eval_env=eval_spec.build(),
+        eval_spec=eval_spec,
         eval_pool=build_pool(eval_spec, c["eval_batch"], c["rollout"]),
         rollout=rollout,
         analyst=analyst,

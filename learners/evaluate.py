@@ -8,7 +8,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from agents.env_pool import EnvPool
+from agents.env_pool import EnvPool, EnvSpec
 from agents.episode import EpisodeGroup
 from agents.rollout import Policy, RolloutConfig, rollout_groups
 from envs.core import ConfigError, ToolUseEnv
@@ -69,6 +69,20 @@ def scripted_bounds(
         return sum(rewards) / len(rewards)
 
     return Bounds(floor=mean_reward("do_nothing"), ceiling=mean_reward("gold"))
+
+
+# per process: the runs of a compare share their held-out tasks (~20 s of scripted
+# episodes for airline_mini's 60)
+_BOUNDS: dict[str, Bounds] = {}
+
+
+def shared_scripted_bounds(spec: EnvSpec, env: ToolUseEnv, task_ids: list[str]) -> Bounds:
+    """:func:`scripted_bounds` of ``env`` (built from ``spec``), computed once per process
+    for each env config and task list: scripted episodes do not depend on the run."""
+    key = json.dumps([spec.env, spec.user, task_ids], sort_keys=True, default=str)
+    if key not in _BOUNDS:
+        _BOUNDS[key] = scripted_bounds(env, task_ids)
+    return _BOUNDS[key]
 
 
 def write_eval(

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from agents.credit_prompts import ChatTaskPrompts
-from agents.env_pool import EnvPool
+from agents.env_pool import EnvPool, EnvSpec
 from agents.episode import EpisodeGroup
 from agents.precision import resolve_dtype
 from agents.rollout import Policy, RolloutConfig, rollout_groups
@@ -34,7 +34,12 @@ from credit.teacher import Teacher
 from credit.types import TokenAdvantages
 from envs.core import ToolUseEnv
 from learners.checkpoint import load_trainer_state, save_checkpoint
-from learners.evaluate import evaluate_policy, reuse_start_evaluation, scripted_bounds, write_eval
+from learners.evaluate import (
+    evaluate_policy,
+    reuse_start_evaluation,
+    shared_scripted_bounds,
+    write_eval,
+)
 from learners.forward import backward_shared_prefix
 from learners.metrics import episode_metrics
 from learners.registry import Learner, LearnerContext, LossInput, get_learner
@@ -100,6 +105,7 @@ class RunParts:
     pool: EnvPool
     train_env: ToolUseEnv  # task list, labels
     eval_env: ToolUseEnv
+    eval_spec: EnvSpec  # what eval_env was built from
     eval_pool: EnvPool
     rollout: RolloutConfig
     analyst: Any = None  # SGCD's external LLM (a ChatBackend)
@@ -210,7 +216,9 @@ class Trainer:
         """``on_eval_tasks(step, k)``: k more held-out tasks of step's evaluation are done."""
         self._on_eval_tasks = on_eval_tasks
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        self.bounds = scripted_bounds(self.parts.eval_env, self.eval_task_ids())
+        self.bounds = shared_scripted_bounds(
+            self.parts.eval_spec, self.parts.eval_env, self.eval_task_ids()
+        )
         if self.config.eval_at_start and not self._evaluated(0):
             evaluation = (
                 reuse_start_evaluation(

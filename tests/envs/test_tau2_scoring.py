@@ -79,7 +79,7 @@ def _check(env: TauEnv, task_id: str, script: str) -> float:
         raise AssertionError(f"{script} did not end the episode of task {task_id}")
     termination = TerminationReason(info["termination_reason"])
     task = env.domain.tasks[task_id]
-    expected = tau2_evaluate(env.domain.name, task, env._trajectory, termination)
+    expected = tau2_evaluate(env.domain, task, env._trajectory, termination)
     fast = score_episode(env.domain, task_id, env._world, env._trajectory, termination)
     where = f"{env.domain.name} task {task_id}, {script}"
     assert fast.model_dump() == expected.model_dump(), where
