@@ -21,7 +21,7 @@ from typing import Any, Protocol
 
 import torch
 
-from agents.episode import Episode, EpisodeGroup, common_prefix
+from agents.episode import Episode, EpisodeGroup, common_prefix, padded_batches
 from credit.divergence import DIVERGENCES, entropy
 from credit.sanitizer import PrivateValues
 from envs.users import ChatBackend
@@ -40,8 +40,8 @@ class ScoringConfig:
     choice; SDPO's loss, by contrast, divides by the sampling temperature as
     lasgroup/SDPO does, since its gradient acts on the sampling distribution)."""
     max_tokens_per_forward: int = 16_384
-    """Siblings are batched while ``batch × longest episode`` stays within this, at least one
-    per forward; it bounds the forward's activations (logits are kept only at response
+    """Siblings of similar length are batched while ``batch × longest episode`` stays within
+    this, at least one per forward (``agents.episode.padded_batches``); it bounds the forward's activations (logits are kept only at response
     tokens). 16,384 = the max response length of Tables 3-4, so one longest sibling fits
     (toolgym choice)."""
     positions_per_chunk: int = 1_024
@@ -149,13 +149,15 @@ class TeacherScorer:
             base = self._prompt(teacher_prompt_ids[:shared], None) if shared else None
             student = self._prompt(student_prompt_ids[shared:], base)
             teacher = self._prompt(teacher_prompt_ids[shared:], base)
-            scores: list[SupportScores] = []
-            for batch in self._batches(episodes):
+            scores: dict[int, SupportScores] = {}
+            lengths = [len(e.ids) for e in episodes]
+            for indices in padded_batches(lengths, self.config.max_tokens_per_forward):
+                batch = [episodes[i] for i in indices]
                 student_rows = self._continue(student, batch)
                 teacher_rows = self._continue(teacher, batch)
-                for episode, s_rows, t_rows in zip(batch, student_rows, teacher_rows, strict=True):
-                    scores.append(self._reduce(episode, s_rows, t_rows))
-            return scores
+                for i, s_rows, t_rows in zip(indices, student_rows, teacher_rows, strict=True):
+                    scores[i] = self._reduce(episodes[i], s_rows, t_rows)
+            return [scores[i] for i in range(len(episodes))]
 
     def _device(self) -> torch.device:
         return next(self.model.parameters()).device
@@ -166,17 +168,6 @@ class TeacherScorer:
         out = self.model(input_ids=tokens, cache=cache, use_cache=True, logits_to_keep=1)
         offset = base.length if base is not None else 0
         return _Context(cache=out.cache, last_logits=out.logits[0, -1], length=offset + len(ids))
-
-    def _batches(self, episodes: Sequence[Episode]) -> Iterator[list[Episode]]:
-        batch: list[Episode] = []
-        for episode in episodes:
-            longest = max([len(e.ids) for e in batch] + [len(episode.ids)])
-            if batch and (len(batch) + 1) * longest > self.config.max_tokens_per_forward:
-                yield batch
-                batch = []
-            batch.append(episode)
-        if batch:
-            yield batch
 
     def _continue(self, context: _Context, batch: list[Episode]) -> list[torch.Tensor]:
         """Per episode, the ``(R, V)`` logits that predicted its response tokens."""

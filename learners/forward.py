@@ -12,13 +12,13 @@ is the same computation without gradient (reference and teacher passes).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
 from transformers import DynamicCache
 
-from agents.episode import common_prefix
+from agents.episode import common_prefix, padded_batches
 
 Item = tuple[Sequence[int], Sequence[int]]  # (context ids, ids whose logits are wanted)
 
@@ -49,20 +49,6 @@ def _encode_prefix(model: torch.nn.Module, ids: list[int], autocast: torch.dtype
         )
     kv = [(layer.keys, layer.values) for layer in cache.layers]
     return _Prefix(len(ids), kv, out.logits[:, -1])
-
-
-def _micro_batches(items: list[list[int]], max_tokens: int) -> Iterator[list[int]]:
-    """Item indices in micro-batches of similar lengths (sorted, so that little padding is
-    computed), batched while rows × longest row <= ``max_tokens``."""
-    batch: list[int] = []
-    for i in sorted(range(len(items)), key=lambda j: len(items[j])):
-        # sorted: the newest item is the longest of the batch
-        if batch and (len(batch) + 1) * len(items[i]) > max_tokens:
-            yield batch
-            batch = []
-        batch.append(i)
-    if batch:
-        yield batch
 
 
 def _continuation_logits(
@@ -141,7 +127,7 @@ def backward_shared_prefix(
     # Detached leaves: each micro-batch's backward stops here and accumulates into them.
     kv = [(k.detach().requires_grad_(), v.detach().requires_grad_()) for k, v in prefix.kv]
     last = prefix.last_logits.detach().requires_grad_() if prefix_ids else None
-    for batch in _micro_batches(rows, max_tokens):
+    for batch in padded_batches([len(r) for r in rows], max_tokens):
         logits = _continuation_logits(
             model,
             prefix,
@@ -179,7 +165,7 @@ def shared_prefix_logits(
     prefix_ids, rows, first = _split(items)
     prefix = _encode_prefix(model, prefix_ids, autocast)
     out: list[torch.Tensor] = [torch.empty(0)] * len(items)
-    for batch in _micro_batches(rows, max_tokens):
+    for batch in padded_batches([len(r) for r in rows], max_tokens):
         logits = _continuation_logits(
             model,
             prefix,

@@ -2,7 +2,7 @@ import pytest
 import torch
 from credit_helpers import CharPrompts, encode, make_episode, make_group
 
-from agents.episode import Episode
+from agents.episode import Episode, padded_batches
 from credit.divergence import reverse_kl
 from credit.teacher import ScoringConfig, TeacherScorer, support_distributions
 
@@ -118,12 +118,12 @@ def test_shared_tokens_are_run_once(tiny_llama):
         )
     finally:
         hook.remove()
-    longest = max(len(e.ids) for e in group.episodes)
-    batch = len(group.episodes) * longest  # all siblings in one padded forward per context
+    lengths = [len(e.ids) for e in group.episodes]
+    # siblings of similar length in one padded forward per context, student then teacher
+    batches = [len(b) * max(lengths[i] for i in b) for b in padded_batches(lengths, 16_384)]
     assert seen == [
         shared,
         len(group.prompt_ids) - shared,
         len(teacher_prompt) - shared,
-        batch,
-        batch,
+        *[n for padded in batches for n in (padded, padded)],
     ]
