@@ -41,9 +41,9 @@ class ScoringConfig:
     lasgroup/SDPO does, since its gradient acts on the sampling distribution)."""
     max_tokens_per_forward: int = 16_384
     """Siblings of similar length are batched while ``batch × longest episode`` stays within
-    this, at least one per forward (``agents.episode.padded_batches``); it bounds the forward's activations (logits are kept only at response
-    tokens). 16,384 = the max response length of Tables 3-4, so one longest sibling fits
-    (toolgym choice)."""
+    this, at least one per forward (``agents.episode.padded_batches``); it bounds the
+    forward's activations (logits are kept only at response tokens). 16,384 = the max
+    response length of Tables 3-4, so one longest sibling fits (toolgym choice)."""
     positions_per_chunk: int = 1_024
     """Response positions reduced to the support at a time; bounds the fp32 ``(chunk, V)``
     log-softmax (toolgym choice)."""
