@@ -72,6 +72,10 @@ class Episode:
     def assistant_turns(self) -> list[Turn]:
         return [t for t in self.turns if t.role == "assistant"]
 
+    def response_positions(self) -> list[int]:
+        """Indices into ``ids`` of the tokens the policy sampled, in order."""
+        return [t for t, m in enumerate(self.response_mask) if m]
+
 
 @dataclass
 class EpisodeGroup:

@@ -68,7 +68,7 @@ def _per_episode(learner, model, group, advantages, scales) -> None:
             dtype=learner.context.autocast,
             enabled=learner.context.autocast is not None,
         ):
-            logits = model(input_ids=ids).logits[0, p - 1 : -1].float()
+            logits = model(input_ids=ids).logits[0, p - 1 : -1][e.response_positions()].float()
         loss, _ = learner.loss(LossInput(model, group, j, advantages[j], scales[j], logits))
         loss.backward()
 

@@ -227,7 +227,7 @@ class TeacherScorer:
 
 
 def _response_positions(episode: Episode) -> torch.Tensor:
-    return torch.nonzero(torch.tensor(episode.response_mask, dtype=torch.bool)).flatten()  # (R,)
+    return torch.tensor(episode.response_positions(), dtype=torch.long)  # (R,)
 
 
 class TaskPrompts(Protocol):

@@ -10,7 +10,6 @@ from typing import Any
 
 import torch
 
-from learners.forward import token_logprobs
 from learners.registry import Learner, LossInput, register_learner
 
 OLD_LOGPROBS = ("recompute", "behaviour")
@@ -55,7 +54,7 @@ class GRPO(Learner):
     def logprobs(self, x: LossInput) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """New (with grad) and old log-probs, and the response mask, all ``(T,)``."""
         e = x.episode
-        new = token_logprobs(x.logits, e.ids, self.context.temperature)
+        new = x.token_logprobs(self.context.temperature)
         if self.config.old_logprobs == "recompute":
             old = new.detach()
         else:

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import torch
 
 from agents.episode import EpisodeGroup
-from learners.forward import shared_prefix_logits, token_logprobs
+from learners.forward import episode_logprobs, shared_prefix_logits
 from learners.grpo import GRPO, GRPOConfig
 from learners.registry import LearnerContext, LossInput, register_learner
 
@@ -45,7 +45,7 @@ class GRPOKL(GRPO):
         """``(T,)`` log-probs of the episode under the frozen reference; the whole group is
         scored in one shared-prefix pass, the first time one of its episodes asks."""
         if x.group is not self._group:
-            items = [(x.group.prompt_ids, e.ids) for e in x.group.episodes]
+            items = [(x.group.prompt_ids, e.ids, e.response_positions()) for e in x.group.episodes]
             logits = shared_prefix_logits(
                 self.context.reference,
                 items,
@@ -53,7 +53,7 @@ class GRPOKL(GRPO):
                 self.context.max_tokens_per_forward,
             )
             self._reference = [
-                token_logprobs(lg, e.ids, self.context.temperature)
+                episode_logprobs(lg, e, self.context.temperature)
                 for lg, e in zip(logits, x.group.episodes, strict=True)
             ]
             self._group = x.group

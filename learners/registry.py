@@ -24,6 +24,7 @@ from omegaconf.errors import OmegaConfBaseException
 from agents.episode import Episode, EpisodeGroup
 from credit.teacher import Teacher
 from envs.core import ConfigError, did_you_mean
+from learners.forward import episode_logprobs
 
 
 @dataclass
@@ -41,7 +42,9 @@ class LossInput:
     """Multiplies the masked token sum: 1/(batch response tokens) for token-mean
     aggregation, 1/(batch episodes x episode tokens) for sequence-mean."""
     logits: torch.Tensor
-    """``(T, V)`` fp32 logits of the policy predicting ``episode.ids``, with gradient."""
+    """``(R, V)`` fp32 logits of the policy predicting the episode's R response tokens
+    (``episode.response_positions()``, in order), with gradient. Only these positions go
+    through the LM head."""
     teacher_prompt_ids: list[int] | None = None
     """The teacher prompt credit assignment scored this episode under (SGCD's credit
     reference), if any."""
@@ -49,6 +52,11 @@ class LossInput:
     @property
     def episode(self) -> Episode:
         return self.group.episodes[self.index]
+
+    def token_logprobs(self, temperature: float) -> torch.Tensor:
+        """``(T,)`` log-probs of ``episode.ids`` at the sampling ``temperature``: from
+        :attr:`logits` at the response tokens (with gradient), 0 elsewhere."""
+        return episode_logprobs(self.logits, self.episode, temperature)
 
 
 @dataclass

@@ -110,17 +110,16 @@ class SDPODistill:
     ) -> tuple[torch.Tensor, dict[str, float]]:
         """The term with the policy under ``teacher_ids`` as the (detached) teacher."""
         e = x.episode
-        positions = torch.tensor([t for t, m in enumerate(e.response_mask) if m])  # (R,)
+        positions = torch.tensor(e.response_positions(), dtype=torch.long)  # (R,)
         if len(positions) == 0:
             return no_teacher_loss()
-        student = x.logits[positions]  # (R, V)
+        student = x.logits  # (R, V)
         (teacher,) = shared_prefix_logits(
             self.teacher_model or x.model,
-            [(teacher_ids, e.ids)],
+            [(teacher_ids, e.ids, e.response_positions())],
             self.context.autocast,
             self.context.max_tokens_per_forward,
-        )
-        teacher = teacher[positions]  # (R, V)
+        )  # (R, V)
         t = self.context.temperature
         student_logp = torch.log_softmax(student / t, dim=-1)  # (R, V)
         teacher_logp = torch.log_softmax(teacher / t, dim=-1)  # (R, V)

@@ -52,17 +52,23 @@ def _window(episode: Episode, config: SFTConfig) -> tuple[list[int], list[int]]:
     return episode.ids[-config.max_tokens :], episode.response_mask[-config.max_tokens :]
 
 
+def _positions(mask: list[int]) -> list[int]:
+    return [t for t, m in enumerate(mask) if m]
+
+
 def _nll(logits: torch.Tensor, ids: list[int], mask: list[int]) -> torch.Tensor:
-    """Mean negative log-likelihood of the masked ``ids`` from ``(T, V)`` logits."""
-    logprobs = token_logprobs(logits, ids)  # (T,)
-    weights = torch.tensor(mask, dtype=logprobs.dtype)  # (T,)
-    return -(logprobs * weights).sum() / weights.sum().clamp(min=1)
+    """Mean negative log-likelihood of the masked ``ids`` from the ``(R, V)`` logits
+    predicting them."""
+    positions = _positions(mask)
+    logprobs = token_logprobs(logits, [ids[t] for t in positions])  # (R,)
+    return -logprobs.sum() / max(len(positions), 1)
 
 
 def nll(model: torch.nn.Module, prompt_ids: list[int], episode: Episode, config: SFTConfig):
     """The SFT loss of one episode, without gradient (for evaluation)."""
     ids, mask = _window(episode, config)
-    (logits,) = shared_prefix_logits(model, [(prompt_ids, ids)], None, config.max_tokens)
+    items = [(prompt_ids, ids, _positions(mask))]
+    (logits,) = shared_prefix_logits(model, items, None, config.max_tokens)
     return _nll(logits, ids, mask)
 
 
@@ -82,7 +88,10 @@ def _backward_batch(
         losses[i] = loss.item()
         return loss / len(batch)
 
-    items = [(prompt_ids, ids) for (prompt_ids, _), (ids, _) in zip(batch, windows, strict=True)]
+    items = [
+        (prompt_ids, ids, _positions(mask))
+        for (prompt_ids, _), (ids, mask) in zip(batch, windows, strict=True)
+    ]
     backward_shared_prefix(model, items, loss_of, autocast, config.max_tokens_per_forward)
     return losses, sum(sum(mask) for _, mask in windows)
 

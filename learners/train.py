@@ -396,7 +396,9 @@ def backward_groups(
             sums[k] += v
         return loss
 
-    items = [(g.prompt_ids, g.episodes[j].ids) for g, j in episodes]
+    items = [
+        (g.prompt_ids, g.episodes[j].ids, g.episodes[j].response_positions()) for g, j in episodes
+    ]
     context = learner.context
     backward_shared_prefix(model, items, loss_of, context.autocast, context.max_tokens_per_forward)
     return sums

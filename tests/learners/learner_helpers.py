@@ -16,6 +16,11 @@ def whole_logits(model, group, j):
     return model(input_ids=torch.tensor([ids])).logits[0, p - 1 : -1]
 
 
+def response_logits(model, group, j):
+    """``(R, V)``: :func:`whole_logits` at episode j's response tokens (a LossInput's)."""
+    return whole_logits(model, group, j)[group.episodes[j].response_positions()]
+
+
 def perturbed_copy(model):
     """A frozen copy of ``model`` moved away from it, so that a KL term toward it pulls."""
     reference = copy.deepcopy(model).requires_grad_(False)
@@ -31,7 +36,7 @@ def loss_and_grads(learner, model, group, advantages):
     total = sum(sum(e.response_mask) for e in group.episodes)
     model.zero_grad()
     loss = sum(
-        learner.loss(LossInput(model, group, j, a, 1 / total, whole_logits(model, group, j)))[0]
+        learner.loss(LossInput(model, group, j, a, 1 / total, response_logits(model, group, j)))[0]
         for j, a in enumerate(advantages)
     )
     loss.backward()

@@ -15,7 +15,7 @@ import copy
 import pytest
 import torch
 from conftest import FixedAnalyst
-from learner_helpers import whole_logits
+from learner_helpers import response_logits, whole_logits
 
 from agents.model import ModelConfig, load_model
 from credit import get_credit
@@ -52,7 +52,7 @@ def _learner(name, teacher):
 
 
 def _logit_grads(learner, model, group, teacher, logits):
-    """Per episode, the gradient of the learner's loss w.r.t. its ``(T, V)`` logits, the
+    """Per episode, the gradient of the learner's loss w.r.t. its ``(R, V)`` logits, the
     advantages coming from the learner's own credit method, and the loss metrics."""
     credit = get_credit(learner.credit_method)
     assigned = credit.assign([group], teacher, credit.make_config(learner.credit_config()))
@@ -69,7 +69,7 @@ def _logit_grads(learner, model, group, teacher, logits):
 def test_sgcd_learner_scales_each_tokens_grpo_gradient_by_its_weight(smollm2_setup):
     model, group, teacher = smollm2_setup
     with torch.no_grad():
-        logits = [whole_logits(model, group, j) for j in range(len(group.episodes))]
+        logits = [response_logits(model, group, j) for j in range(len(group.episodes))]
     sgcd, grpo = _learner("sgcd", teacher), _learner("grpo", teacher)
     method = get_credit("sgcd")
     config = method.make_config(sgcd.credit_config())
@@ -94,7 +94,7 @@ def test_sgcd_learner_scales_each_tokens_grpo_gradient_by_its_weight(smollm2_set
         norm = g_grpo[j].norm()
         assert norm > 0
         # Prop. 2, row by row: the logits predicting token z carry token z's gradient
-        expected = w[:, None] * g_grpo[j]
+        expected = w[e.response_positions()][:, None] * g_grpo[j]
         assert (g_sgcd[j] - expected).norm() <= 1e-5 * expected.norm()
         dots = (g_sgcd[j] * g_grpo[j]).sum(-1)
         assert torch.all(dots >= -1e-12 * norm**2)  # Cor. 2

@@ -5,7 +5,7 @@ import copy
 
 import pytest
 import torch
-from learner_helpers import perturbed_copy, whole_logits
+from learner_helpers import perturbed_copy, response_logits, whole_logits
 
 from agents.model import ModelConfig, load_model
 from credit import get_credit
@@ -38,14 +38,17 @@ def _assert_close_relative(actual, expected, rtol=1e-5):
 
 
 def _logprobs_match(model, group, budget):
-    items = [(group.prompt_ids, e.ids) for e in group.episodes]
-    shared = shared_prefix_logits(model, items, None, budget)
+    every = [(group.prompt_ids, e.ids, range(len(e.ids))) for e in group.episodes]
+    responses = [(group.prompt_ids, e.ids, e.response_positions()) for e in group.episodes]
     with torch.no_grad():
-        for j, (logits, e) in enumerate(zip(shared, group.episodes, strict=True)):
-            expected = token_logprobs(whole_logits(model, group, j), e.ids)
-            torch.testing.assert_close(
-                token_logprobs(logits, e.ids), expected, atol=1e-5, rtol=1e-5
-            )
+        for items, of in ((every, whole_logits), (responses, response_logits)):
+            shared = shared_prefix_logits(model, items, None, budget)
+            for j, (logits, (_, ids, wanted)) in enumerate(zip(shared, items, strict=True)):
+                targets = [ids[t] for t in wanted]
+                expected = token_logprobs(of(model, group, j), targets)
+                torch.testing.assert_close(
+                    token_logprobs(logits, targets), expected, atol=1e-5, rtol=1e-5
+                )
 
 
 @pytest.mark.parametrize("budget", [16_384, ONE_ROW])
@@ -89,7 +92,7 @@ def test_learner_loss_and_gradient_equal_the_per_episode_path(setup, name, budge
     episode_metrics = {}
     for j, a in enumerate(advantages):
         prompt = prompts[j] if prompts else None
-        x = LossInput(model, group, j, a, scales[j], whole_logits(model, group, j), prompt)
+        x = LossInput(model, group, j, a, scales[j], response_logits(model, group, j), prompt)
         loss, metrics = learner.loss(x)
         loss.backward()
         for k, v in metrics.items():
@@ -146,7 +149,7 @@ def test_sft_gradient_equals_the_per_episode_path(setup, budget):
         ids, mask = _window(episode, config)
         p = len(prompt_ids)
         logits = model(input_ids=torch.tensor([prompt_ids + ids])).logits[0, p - 1 : -1]
-        loss = _nll(logits, ids, mask)
+        loss = _nll(logits[[t for t, m in enumerate(mask) if m]], ids, mask)
         (loss / len(batch)).backward()
         expected.append(loss.item())
     assert losses == pytest.approx(expected, rel=1e-5)

@@ -5,7 +5,7 @@ import copy
 
 import pytest
 import torch
-from learner_helpers import loss_and_grads, perturbed_copy, whole_logits
+from learner_helpers import loss_and_grads, perturbed_copy, response_logits, whole_logits
 
 from credit import get_credit
 from learners.grpo import GRPO, GRPOConfig, clipped_surrogate
@@ -65,7 +65,7 @@ def test_sgcd_appendix_a_properties(setup):
     j = 0
     e = group.episodes[j]
     learner = GRPO(GRPOConfig(old_logprobs="behaviour"), _context(teacher))
-    x = LossInput(model, group, j, grpo.advantages[j], 1.0, whole_logits(model, group, j))
+    x = LossInput(model, group, j, grpo.advantages[j], 1.0, response_logits(model, group, j))
     new, old, mask = learner.logprobs(x)
     w = sgcd.weights[j]
     l_grpo, _ = clipped_surrogate(new, old, grpo.advantages[j], 0.2, 0.2)
@@ -142,14 +142,14 @@ def test_sdpo_masks_episodes_without_another_successful_sibling(setup):
     learner = SDPO(SDPOConfig(), _context(teacher))
     adv = get_credit("grpo").assign([group], None, get_credit("grpo").make_config())
     losses = [
-        learner.loss(LossInput(model, group, j, a, 1e-3, whole_logits(model, group, j)))
+        learner.loss(LossInput(model, group, j, a, 1e-3, response_logits(model, group, j)))
         for j, a in enumerate(adv.advantages)
     ]
     assert all(m["loss/sd_masked"] == 0.0 for _, m in losses)  # two winners teach each other
     assert all(loss.item() > 0 and loss.requires_grad for loss, _ in losses)
     lonely = type(group)(group.task_id, group.category, group.prompt_ids, group.episodes[:2])
     _, m = learner.loss(
-        LossInput(model, lonely, 0, adv.advantages[0], 1e-3, whole_logits(model, lonely, 0))
+        LossInput(model, lonely, 0, adv.advantages[0], 1e-3, response_logits(model, lonely, 0))
     )
     assert m["loss/sd_masked"] == 1.0  # its only successful sibling is itself
 
@@ -167,7 +167,7 @@ def test_a_grpo_step_makes_winners_likelier_and_losers_less_likely(setup):
         out = []
         with torch.no_grad():
             for j, a in enumerate(adv.advantages):
-                x = LossInput(model, group, j, a, 1.0, whole_logits(model, group, j))
+                x = LossInput(model, group, j, a, 1.0, response_logits(model, group, j))
                 new, _, mask = learner.logprobs(x)
                 out.append(float((new * mask).sum()))
         return out
@@ -175,7 +175,7 @@ def test_a_grpo_step_makes_winners_likelier_and_losers_less_likely(setup):
     before = likelihoods()
     model.zero_grad()
     loss = sum(
-        learner.loss(LossInput(model, group, j, a, 1 / total, whole_logits(model, group, j)))[0]
+        learner.loss(LossInput(model, group, j, a, 1 / total, response_logits(model, group, j)))[0]
         for j, a in enumerate(adv.advantages)
     )
     loss.backward()
