@@ -110,13 +110,14 @@ class SDPODistill:
     ) -> tuple[torch.Tensor, dict[str, float]]:
         """The term with the policy under ``teacher_ids`` as the (detached) teacher."""
         e = x.episode
-        positions = torch.tensor(e.response_positions(), dtype=torch.long)  # (R,)
-        if len(positions) == 0:
+        wanted = e.response_positions()
+        if not wanted:
             return no_teacher_loss()
+        positions = torch.tensor(wanted, dtype=torch.long)  # (R,)
         student = x.logits  # (R, V)
         (teacher,) = shared_prefix_logits(
             self.teacher_model or x.model,
-            [(teacher_ids, e.ids, e.response_positions())],
+            [(teacher_ids, e.ids, wanted)],
             self.context.autocast,
             self.context.max_tokens_per_forward,
         )  # (R, V)
