@@ -123,16 +123,17 @@ def common_prefix(seqs: list[list[int]]) -> int:
 PAD_SLACK = 0.25
 
 
-def padded_batches(lengths: list[int], max_tokens: int) -> list[list[int]]:
+def padded_batches(lengths: list[int], max_tokens: int | None = None) -> list[list[int]]:
     """Sequence indices in batches of similar length (sorted, shortest first), each within
-    ``max_tokens`` padded tokens (rows x longest; one sequence at least) and padded by at
-    most ``PAD_SLACK`` of its real tokens."""
+    ``max_tokens`` padded tokens (rows x longest; one sequence at least; None: no bound)
+    and padded by at most ``PAD_SLACK`` of its real tokens."""
     batches: list[list[int]] = []
     real = 0  # the last batch's real tokens
     for i in sorted(range(len(lengths)), key=lambda j: lengths[j]):
         # sorted: the newest sequence is the longest of its batch
         padded = (len(batches[-1]) + 1) * lengths[i] if batches else 0
-        if batches and padded <= min(max_tokens, (1 + PAD_SLACK) * (real + lengths[i])):
+        within_budget = max_tokens is None or padded <= max_tokens
+        if batches and within_budget and padded <= (1 + PAD_SLACK) * (real + lengths[i]):
             batches[-1].append(i)
             real += lengths[i]
         else:

@@ -8,10 +8,10 @@ next turn's header). Re-encoding it whole every turn repeats the shared prompt (
 slot, the keys/values of the tokens it has already encoded, encodes only the new suffix,
 and encodes a prompt shared by several new episodes once (its keys/values shared until
 each episode writes its own; the part shared with the previous call's prompt, such as the
-system prompt across tasks, is not encoded again). All rows of a call decode together in
-one padded batch:
+system prompt across tasks, is not encoded again). Rows with suffixes of similar lengths
+are encoded together, then all rows of a call decode together in one padded batch:
 
-    row i of the batch cache: [pad .. | cached_i | pad .. | suffix_i] + one column per step
+    row i of the batch cache: [pad .. | cached_i suffix_i] + one column per step
 
 with the attention mask zero on pads and explicit positions, so each row computes what it
 would alone. A slot's cache is dropped when :meth:`HFGenerator.release` says its episode
@@ -27,7 +27,7 @@ import torch
 from transformers import DynamicCache
 from transformers.cache_utils import DynamicLayer
 
-from agents.episode import common_prefix
+from agents.episode import common_prefix, padded_batches
 from agents.generation import Generated, SamplingConfig
 
 KV = list[tuple[torch.Tensor, torch.Tensor]]  # per layer: keys, values, each (H, L, D)
@@ -174,8 +174,37 @@ class HFGenerator:
         return self._prompt
 
     def _prefill(self, rows: list[_Row]) -> torch.Tensor:
-        """Encode every row's suffix against its cache in one batch: ``(B, V)`` logits of
-        each row's next token. Leaves the batch cache and mask in ``self``."""
+        """Encode every row's suffix against its cache, rows of similar suffix lengths in
+        one forward each (a turn's suffixes range from a short user reply to a long tool
+        result: one padded batch computed ~2x the tokens there are), then lay all rows out
+        in one decode batch. Returns ``(B, V)`` logits of each row's next token; leaves the
+        batch cache and mask in ``self``."""
+        device = self._device()
+        logits: list[torch.Tensor] = [torch.empty(0)] * len(rows)
+        encoded: list[KV] = [[] for _ in rows]  # per row: all its tokens' keys/values
+        for batch in padded_batches([len(r.suffix) for r in rows]):
+            out, kv = self._encode_suffixes([rows[i] for i in batch])
+            for k, i in enumerate(batch):
+                logits[i] = out[k]
+                encoded[i] = kv[k]
+        lengths = [len(r.cached.ids) + len(r.suffix) for r in rows]
+        width = max(lengths)
+        mask = torch.zeros((len(rows), width), dtype=torch.long)  # (B, L): rows right-aligned
+        for b, n in enumerate(lengths):
+            mask[b, width - n :] = 1
+        self._cache = DynamicCache()
+        self._cache.layers = [
+            _BufferedLayer(keys, values, width)
+            for keys, values in _right_aligned(encoded, width, width + SPARE_COLUMNS)
+        ]
+        self._mask = mask.to(device)
+        self._positions = torch.tensor(lengths, device=device) - 1  # (B,) each last position
+        return torch.stack(logits)
+
+    def _encode_suffixes(self, rows: list[_Row]) -> tuple[torch.Tensor, list[KV]]:
+        """One forward of the rows' suffixes after their caches, laid out as
+        ``[pad .. | cached_i | pad .. | suffix_i]``: ``(B, V)`` next-token logits and each
+        row's keys/values of all its tokens."""
         device = self._device()
         width_c = max(len(r.cached.ids) for r in rows)
         width_s = max(len(r.suffix) for r in rows)
@@ -189,42 +218,28 @@ class HFGenerator:
             mask[b, width_c - c : width_c] = 1
             mask[b, width_c + width_s - s :] = 1
             positions[b, width_s - s :] = torch.arange(c, c + s)
-        capacity = width_c + width_s + SPARE_COLUMNS
-        self._cache = DynamicCache()
-        self._cache.layers = [
+        cache = DynamicCache()
+        cache.layers = [
             _BufferedLayer(keys, values, width_c)
-            for keys, values in self._batch_kv(rows, width_c, capacity)
+            for keys, values in _right_aligned(
+                [r.cached.kv for r in rows], width_c, width_c + width_s
+            )
         ] or [_BufferedLayer() for _ in range(self.model.config.num_hidden_layers)]
-        self._mask = mask.to(device)
-        self._positions = positions[:, -1].to(device)  # (B,) position of each row's last token
+        mask = mask.to(device)
         out = self.model(
             input_ids=input_ids.to(device),
-            attention_mask=self._mask,
+            attention_mask=mask,
             position_ids=positions.to(device),
-            cache=self._cache,
+            cache=cache,
             use_cache=True,
             logits_to_keep=1,
         )
-        return out.logits[:, -1].float()
-
-    def _batch_kv(self, rows: list[_Row], width: int, capacity: int) -> KV:
-        """``(B, H, capacity, D)`` buffers whose first ``width`` columns hold each row's
-        cache right-aligned."""
-        if width == 0:
-            return []
-        template = next(r.cached.kv for r in rows if r.cached.ids)
-        out = []
-        for layer, (k0, v0) in enumerate(template):
-            heads, _, dim = k0.shape
-            keys = k0.new_zeros(len(rows), heads, capacity, dim)
-            values = v0.new_zeros(len(rows), heads, capacity, v0.shape[-1])
-            for b, r in enumerate(rows):
-                n = len(r.cached.ids)
-                if n:
-                    keys[b, :, width - n : width] = r.cached.kv[layer][0]
-                    values[b, :, width - n : width] = r.cached.kv[layer][1]
-            out.append((keys, values))
-        return out
+        valid = mask.bool()
+        kv = [
+            [(k[b][:, valid[b]], v[b][:, valid[b]]) for k, v in _layers(cache)]
+            for b in range(batch)
+        ]
+        return out.logits[:, -1].float(), kv
 
     def _decode(self, tokens: list[int]) -> torch.Tensor:
         device = self._device()
@@ -320,6 +335,25 @@ class _BufferedLayer(DynamicLayer):
         self._keys = self._keys[indices]
         self._values = self._values[indices]
         self._view()
+
+
+def _right_aligned(rows: list[KV], width: int, capacity: int) -> KV:
+    """Per layer, ``(B, H, capacity, D)`` buffers whose first ``width`` columns hold each
+    row's keys/values right-aligned (a row without any: zeros, masked); [] if none has."""
+    template = next((kv for kv in rows if kv), None)
+    if template is None:
+        return []
+    out = []
+    for layer, (k0, v0) in enumerate(template):
+        keys = k0.new_zeros(len(rows), k0.shape[0], capacity, k0.shape[-1])
+        values = v0.new_zeros(len(rows), v0.shape[0], capacity, v0.shape[-1])
+        for b, kv in enumerate(rows):
+            if kv:
+                n = kv[layer][0].shape[-2]
+                keys[b, :, width - n : width] = kv[layer][0]
+                values[b, :, width - n : width] = kv[layer][1]
+        out.append((keys, values))
+    return out
 
 
 def _layers(cache: DynamicCache) -> list[tuple[torch.Tensor, torch.Tensor]]:

@@ -315,7 +315,7 @@ def train_one(c: dict, run_dir: Path) -> None:
         policy=policy,
         sampler_model=sampler_model,
         model=model,
-        pool=build_pool(spec, rollout.n * train_cfg.groups_per_step, c["rollout"]),
+        pool=build_pool(spec, rollout.n * train_cfg.draw_size, c["rollout"]),
         train_env=spec.build(),
         eval_env=eval_spec.build(),
         eval_spec=eval_spec,

@@ -46,6 +46,14 @@ def test_two_steps_then_resume(learner, tmp_path, monkeypatch, caplog):
     assert "already finished 3 steps" in caplog.text
 
 
+def test_a_round_rolls_out_groups_per_draw_and_trains_on_groups_per_step(tmp_path):
+    train_one(config("grpo", "train.steps=1", "train.groups_per_draw=3"), tmp_path)
+    (m,) = lines(tmp_path / "metrics.jsonl")
+    assert (m["rollout/draws"], m["rollout/groups_drawn"], m["rollout/kept_groups"]) == (1, 3, 1)
+    episodes = sum(v for k, v in m.items() if k.startswith("rollout/") and k.endswith("/episodes"))
+    assert episodes == 9  # 3 groups of rollout.n=3
+
+
 @pytest.mark.parametrize("env, held_out", [("airline_mini", "test"), ("appworld", "test_normal")])
 def test_commands_evaluate_on_the_envs_held_out_split(env, held_out):
     for command, key in (
