@@ -285,17 +285,15 @@ def train_one(c: dict, run_dir: Path) -> None:
     from agents.env_pool import EnvSpec
     from agents.model import ModelConfig, load_model
     from envs.core import build_config, check_not_held_out
-    from learners.checkpoint import load_trainer_state
+    from learners.checkpoint import load_trainer_state, recover_checkpoint
     from learners.registry import get_learner
     from learners.tracking import TrackingConfig, make_trackers
     from learners.train import RunParts, TrainConfig, Trainer
 
     check_not_held_out(c["env"]["split"], c["env"]["test_splits"], "training")
     train_cfg = build_config(TrainConfig, c["train"], "train")
-    checkpoint = run_dir / "checkpoint"
-    finished = (checkpoint / "trainer_state.json").is_file() and (
-        load_trainer_state(checkpoint)["step"] >= train_cfg.steps
-    )
+    checkpoint = recover_checkpoint(run_dir / "checkpoint")
+    finished = checkpoint is not None and load_trainer_state(checkpoint)["step"] >= train_cfg.steps
     if finished:
         log.info(f"{run_dir} already finished {train_cfg.steps} steps")  # no model loaded
         return

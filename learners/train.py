@@ -33,7 +33,7 @@ from credit import get_credit
 from credit.teacher import Teacher
 from credit.types import TokenAdvantages
 from envs.core import ToolUseEnv
-from learners.checkpoint import load_trainer_state, save_checkpoint
+from learners.checkpoint import load_trainer_state, recover_checkpoint, save_checkpoint
 from learners.evaluate import (
     evaluate_policy,
     reuse_start_evaluation,
@@ -191,8 +191,8 @@ class Trainer:
     # -- state -----------------------------------------------------------------------
     def resume(self) -> None:
         """Continue after the last checkpointed step, if this run directory has one."""
-        path = self.run_dir / "checkpoint"
-        if not (path / "trainer_state.json").is_file():
+        path = recover_checkpoint(self.run_dir / "checkpoint")
+        if path is None:
             return
         state = load_trainer_state(path)
         loaded = type(self.parts.model).from_pretrained(path, dtype=torch.float32)
