@@ -7,13 +7,14 @@ from the same :class:`EnvSpec`, so a Ray rollout equals a local one for a fixed 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
 from agents.chat import make_chat_backend
-from envs.core import AgentAction, ToolUseEnv
+from envs.core import AgentAction, ConfigError, ToolUseEnv
 from envs.factory import make_env, make_user
 
 A = TypeVar("A")
@@ -99,6 +100,18 @@ class LocalEnvPool:
             w.env.close()
 
 
+def actor_cpus(resources: dict[str, float], actors: int, wanted: float) -> float:
+    """CPUs to reserve per env actor: ``wanted``, or an equal share of the cluster's CPUs
+    when it has fewer than ``actors`` x ``wanted`` (actors that cannot all be placed wait
+    forever: 4 one-CPU actors on 2 cores hung a rollout). Ray takes fractions below 1 and
+    whole numbers above."""
+    cpus = resources.get("CPU", 0.0)
+    if cpus <= 0:
+        raise ConfigError("rollout.ray: the Ray cluster has no CPUs to place env actors on")
+    share = cpus / actors
+    return min(wanted, math.floor(share) if share >= 1 else share)
+
+
 class RayEnvPool:
     """Env slots as Ray actors; calls to different slots run in parallel."""
 
@@ -106,8 +119,8 @@ class RayEnvPool:
         import ray
 
         self._ray = ray
-        actor = ray.remote(num_cpus=num_cpus_per_worker)(EnvWorker)
         self.size = size
+        actor = ray.remote(num_cpus=actor_cpus(ray.cluster_resources(), size, num_cpus_per_worker))
         self.workers = [actor.remote(spec) for _ in range(size)]
 
     def reset(self, jobs):

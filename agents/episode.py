@@ -16,6 +16,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from envs.core import ENV_FAILURE
+
 
 @dataclass
 class Turn:
@@ -69,6 +71,11 @@ class Episode:
     def success(self) -> bool:
         return self.reward >= 1.0
 
+    @property
+    def env_failed(self) -> bool:
+        """The env's machinery failed (a dead server), not the agent."""
+        return self.termination_reason == ENV_FAILURE
+
     def assistant_turns(self) -> list[Turn]:
         return [t for t in self.turns if t.role == "assistant"]
 
@@ -89,6 +96,10 @@ class EpisodeGroup:
     @property
     def rewards(self) -> list[float]:
         return [e.reward for e in self.episodes]
+
+    @property
+    def env_failed(self) -> bool:
+        return any(e.env_failed for e in self.episodes)
 
     @property
     def is_mixed(self) -> bool:

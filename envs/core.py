@@ -34,9 +34,11 @@ and, where a benchmark slices its results further than by category, ``facets``: 
 name -> the task's values (AppWorld: ``{"app": [apps it needs], "scenario": [its
 scenario]}``); reports break success down by them.
 
-and on the final step (:data:`FINAL_INFO_KEYS`): ``termination_reason`` and
-``reward_components`` (the evaluator's parts, e.g. ``{"db": 1.0, "communicate": 0.0}``),
-plus whatever diagnostics the benchmark's evaluator reports.
+and on the final step (:data:`FINAL_INFO_KEYS`): ``termination_reason`` (:data:`ENV_FAILURE`
+when the env's own machinery failed, not the agent: such an episode says nothing about the
+policy and is not trained on) and ``reward_components`` (the evaluator's parts, e.g.
+``{"db": 1.0, "communicate": 0.0}``), plus whatever diagnostics the benchmark's evaluator
+reports.
 """
 
 from __future__ import annotations
@@ -62,6 +64,7 @@ STEP_INFO_KEYS = (
     "user",
 )
 FINAL_INFO_KEYS = ("termination_reason", "reward_components")
+ENV_FAILURE = "env_failure"
 
 
 class ConfigError(ValueError):

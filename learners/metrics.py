@@ -32,6 +32,8 @@ def episode_metrics(groups: list[EpisodeGroup], prefix: str) -> dict[str, float]
     m[f"{prefix}/malformed_rate"] = sum(OPEN in t.text and not t.tool_calls for t in turns) / max(
         len(turns), 1
     )
+    # episodes the env's machinery failed (dead servers): not trained on
+    m[f"{prefix}/env_failures"] = sum(e.env_failed for e in episodes)
     m[f"{prefix}/tools_per_episode"] = sum(len(e.tool_calls) for e in episodes) / len(episodes)
     wins = [e for e in episodes if e.success]
     m[f"{prefix}/tools_per_success"] = sum(len(e.tool_calls) for e in wins) / max(len(wins), 1)

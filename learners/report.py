@@ -278,11 +278,16 @@ def render_markdown(
 
 
 def _runs_table(runs: list[Run], comparison_dir: Path) -> list[str]:
-    head = ["learner", "seed", "model", "updates / steps", "evaluations", "last evaluated", "run"]
+    head = ["learner", "seed", "model", "updates / steps", "env failures (train / eval)"]
+    head += ["evaluations", "last evaluated", "run"]
     rows = [_row(head), _row(["---"] * len(head))]
     for r in runs:
+        # episodes a dead env ended: not trained on; in an evaluation they count as failures
+        train = sum(int(m.get("rollout/env_failures", 0)) for m in r.metrics)
+        held_out = sum(int(m.get("eval/env_failures", 0)) for m in r.evals)
         cells = [r.learner, str(r.seed), r.model or MISSING]
-        cells += [f"{updated_steps(r.metrics)} / {len(r.metrics)}", str(len(r.evals))]
+        cells += [f"{updated_steps(r.metrics)} / {len(r.metrics)}", f"{train} / {held_out}"]
+        cells += [str(len(r.evals))]
         cells += [f"step {int(r.final_eval['step'])}", f"`{r.path.relative_to(comparison_dir)}`"]
         rows.append(_row(cells))
     return rows

@@ -122,6 +122,12 @@ class RunParts:
     analyst: Any = None  # SGCD's external LLM (a ChatBackend)
 
 
+def signal_groups(groups: list[EpisodeGroup], dynamic_sampling: bool) -> list[EpisodeGroup]:
+    """The groups a step can learn from: none with an episode the env failed (a crashed
+    server says nothing about the policy) and, with dynamic sampling, only mixed ones."""
+    return [g for g in groups if not g.env_failed and (g.is_mixed or not dynamic_sampling)]
+
+
 def check_response_mask(groups: list[EpisodeGroup]) -> None:
     """Runtime monitor: the loss mask covers only tokens the policy generated."""
     for g in groups:
@@ -289,7 +295,8 @@ class Trainer:
         return metrics
 
     def _sample(self, step: int) -> tuple[list[EpisodeGroup], list[EpisodeGroup], int]:
-        """Dynamic sampling: mixed groups kept, all-pass/all-fail ones only counted."""
+        """Dynamic sampling: mixed groups kept; all-pass, all-fail and env-failed ones only
+        counted."""
         rng = random.Random(self.config.seed * 1_000_003 + step)
         per_draw = min(self.config.draw_size, len(self.task_ids))
         kept, drawn = [], []
@@ -302,9 +309,10 @@ class Trainer:
             )
             draws += 1
             drawn += new
+            usable = signal_groups(new, self.config.dynamic_sampling)
             if not self.config.dynamic_sampling:
-                return new[: self.config.groups_per_step], drawn, draws
-            kept += [g for g in new if g.is_mixed]
+                return usable[: self.config.groups_per_step], drawn, draws
+            kept += usable
             if len(kept) >= self.config.groups_per_step:
                 break
         return kept[: self.config.groups_per_step], drawn, draws

@@ -60,6 +60,7 @@ from envs.appworld.server import (
 )
 from envs.appworld.tasks import AppWorldData, AppWorldTask
 from envs.core import (
+    ENV_FAILURE,
     AgentAction,
     ConfigError,
     EpisodeCounters,
@@ -454,7 +455,7 @@ class AppWorldEnv(ToolUseEnv):
         self._discard_server()
         self._env_failure = str(error)
         messages.append(self._message(f"Error: the AppWorld server failed: {error}", ""))
-        return self._end(messages, "env_failure", truncated=True)
+        return self._end(messages, ENV_FAILURE, truncated=True)
 
     def _end(self, messages: list[dict], reason: str, truncated: bool):
         self._done = True
@@ -468,7 +469,7 @@ class AppWorldEnv(ToolUseEnv):
             except AppWorldServerError as error:
                 self._discard_server()
                 self._env_failure = final["env_failure"] = str(error)
-                reason, truncated = "env_failure", True
+                reason, truncated = ENV_FAILURE, True
                 final["termination_reason"] = reason
         final.update(self._scores())
         if self._server is not None:  # kept: the server goes back to the pool now

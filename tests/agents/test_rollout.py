@@ -1,5 +1,10 @@
 """Token-in/token-out rollouts: masks, prefixes, batching, Ray, records."""
 
+import ipaddress
+import json
+import subprocess
+import sys
+
 import pytest
 
 from agents.env_pool import EnvSpec, LocalEnvPool
@@ -7,6 +12,7 @@ from agents.episode import load_groups, save_groups
 from agents.generation import Generated, SamplingConfig, ScriptedGenerator
 from agents.rollout import Policy, RolloutConfig, rollout_groups
 from agents.tool_format import format_action
+from envs.core import ConfigError
 
 SPEC = EnvSpec({"name": "tau3_airline", "split": "test"})
 TASK = "8"  # a state-changing test task with several tool calls
@@ -123,19 +129,76 @@ def test_sampled_group_shares_one_prompt_and_round_trips_to_disk(tiny_policy, tm
     assert [e.ids for e in again.episodes] == [e.ids for e in group.episodes]
 
 
-def test_ray_rollout_equals_local_rollout(tiny_policy):
-    import ray
-
+def test_ray_rollout_equals_local_rollout_with_more_actors_than_cpus(tiny_policy):
     from agents.env_pool import RayEnvPool
     from agents.ray_runtime import RayConfig, init_ray
 
     init_ray(RayConfig(num_cpus=2))
+    import ray
+
     try:
-        config = RolloutConfig(n=2, sampling=SamplingConfig(temperature=1.0, max_new_tokens=8))
-        local = rollout_groups(LocalEnvPool(SPEC, 2), tiny_policy, ["8"], 5, config)
-        pool = RayEnvPool(SPEC, 2, num_cpus_per_worker=1)
+        config = RolloutConfig(n=8, sampling=SamplingConfig(temperature=1.0, max_new_tokens=8))
+        local = rollout_groups(LocalEnvPool(SPEC, 8), tiny_policy, ["8"], 5, config)
+        pool = RayEnvPool(SPEC, 8, num_cpus_per_worker=1)  # 8 actors, 2 CPUs: shares of 0.25
         remote = rollout_groups(pool, tiny_policy, ["8"], 5, config)
         pool.close()
     finally:
         ray.shutdown()
     assert remote == local
+
+
+@pytest.mark.parametrize(
+    "cpus, actors, wanted, share", [(2, 8, 1.0, 0.25), (16, 4, 1.0, 1.0), (6, 4, 2.0, 1)]
+)
+def test_env_actors_share_the_cpus_there_are(cpus, actors, wanted, share):
+    from agents.env_pool import actor_cpus
+
+    assert actor_cpus({"CPU": cpus}, actors, wanted) == share
+
+
+def test_a_cluster_without_cpus_is_a_config_error():
+    from agents.env_pool import actor_cpus
+
+    with pytest.raises(ConfigError, match="no CPUs"):
+        actor_cpus({}, 2, 1.0)
+
+
+# run in a fresh interpreter: Ray reads its bind setting when first imported
+_LISTENING = """
+import ipaddress, json, pathlib, ray
+from agents.ray_runtime import RayConfig, init_ray
+
+def listening():
+    found = set()
+    for name in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in pathlib.Path(name).read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[3] == "0A":  # LISTEN
+                found.add(fields[1].rsplit(":", 1)[0])
+    return found
+
+before = listening()
+init_ray(RayConfig(num_cpus=1))
+new = listening() - before
+ray.shutdown()
+print(json.dumps(sorted(new)))
+"""
+
+
+def _address(hex_ip: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    """An address as /proc/net/tcp{,6} writes it (32-bit words in host byte order)."""
+    raw = b"".join(
+        int(hex_ip[i : i + 8], 16).to_bytes(4, "little") for i in range(0, len(hex_ip), 8)
+    )
+    address = ipaddress.ip_address(raw)
+    return getattr(address, "ipv4_mapped", None) or address
+
+
+def test_a_local_ray_listens_on_loopback_only():
+    out = subprocess.run(
+        [sys.executable, "-c", _LISTENING], capture_output=True, text=True, timeout=300
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    new = [_address(a) for a in json.loads(out.stdout.strip().splitlines()[-1])]
+    assert new  # Ray's servers were seen listening
+    assert all(a.is_loopback for a in new), new

@@ -115,3 +115,21 @@ def test_goal_completion_of_a_pass1_evaluation_by_scenario_facet():
     assert goal_completion_metrics(groups, "eval") == {"eval/tgc": 75.0, "eval/sgc": 50.0}
     tau = [group(episode("x", "no_action", 1.0))]
     assert goal_completion_metrics(tau, "eval") == {}  # no scenario facet
+
+
+def test_env_failed_episodes_are_counted_and_their_groups_never_trained_on():
+    from dataclasses import replace
+
+    from learners.train import signal_groups
+
+    win, loss = episode("a", "state_changing", 1.0), episode("a", "state_changing", 0.0)
+    dead = replace(loss, termination_reason="env_failure")
+    healthy, crashed = group(win, loss), group(win, dead)
+    also_fail = group(loss, loss)
+    assert crashed.is_mixed and crashed.env_failed and not healthy.env_failed
+    assert episode_metrics([healthy, crashed], "rollout")["rollout/env_failures"] == 1
+    assert signal_groups([healthy, crashed, also_fail], dynamic_sampling=True) == [healthy]
+    assert signal_groups([healthy, crashed, also_fail], dynamic_sampling=False) == [
+        healthy,
+        also_fail,
+    ]

@@ -272,7 +272,7 @@ def test_the_shared_step_0_evaluation_is_the_start_learner(comparison):
     assert sgcd["mean"] == pytest.approx(0.45) and not sgcd["within_noise"]
     assert learner(results, "grpo")["updates"] == [20, 20]
     assert "| sgcd | start | +0.450 |" in path.read_text()
-    assert "| grpo | 0 | tiny | 10 / 10 | 3 |" in path.read_text()
+    assert "| grpo | 0 | tiny | 10 / 10 | 0 / 0 | 3 |" in path.read_text()
 
 
 def test_runs_whose_step_0_evaluations_differ_have_no_start(tmp_path):
