@@ -18,19 +18,22 @@ OPEN, CLOSE = "<tool_call>", "</tool_call>"
 _BLOCK = re.compile(re.escape(OPEN) + r"(.*?)(?:" + re.escape(CLOSE) + r"|$)", re.DOTALL)
 
 
-def _read_call(raw: str) -> ToolCall | None:
+def _json(raw: str) -> object | None:
+    """The JSON value of ``raw``, or None where it is not JSON (too deeply nested JSON
+    raises RecursionError, not a decode error: model text must never end a rollout)."""
     try:
-        data = json.loads(raw)
-    except json.JSONDecodeError:
+        return json.loads(raw)
+    except (json.JSONDecodeError, RecursionError):
         return None
+
+
+def _read_call(raw: str) -> ToolCall | None:
+    data = _json(raw)
     if not isinstance(data, dict) or not isinstance(data.get("name"), str) or not data["name"]:
         return None
     arguments = data.get("arguments", {})
     if isinstance(arguments, str):  # some models double-encode the arguments
-        try:
-            arguments = json.loads(arguments)
-        except json.JSONDecodeError:
-            return None
+        arguments = _json(arguments)
     if not isinstance(arguments, dict):
         return None
     return ToolCall(name=data["name"], arguments=arguments)

@@ -177,13 +177,20 @@ class TauEnv(ToolUseEnv):
         observations = [
             self._reject(action, f"malformed tool call: {raw}") for raw in action.malformed
         ]
-        if not action.tool_calls:
+        runnable = []
+        for call in action.tool_calls:
+            why = _unbounded(call)
+            if why:
+                observations.append(self._reject(action, f"{call.name}: {why}"))
+            else:
+                runnable.append(call)
+        if not runnable:
             return observations
         calls = [
             TauToolCall(
                 id=c.id or f"call_{self._counters.steps}_{k}", name=c.name, arguments=c.arguments
             )
-            for k, c in enumerate(action.tool_calls)
+            for k, c in enumerate(runnable)
         ]
         self._trajectory.append(
             AssistantMessage(role="assistant", content=action.content or None, tool_calls=calls)
@@ -285,3 +292,14 @@ def _scenario(task) -> UserScenario:
         task_instructions=getattr(instructions, "task_instructions", "") or "",
         full_text=str(task.user_scenario),
     )
+
+
+def _unbounded(call: ToolCall) -> str | None:
+    """Why tau2 would run ``call`` without a bound on time or memory, or None. Its
+    ``calculate`` evaluates the expression with ``eval``: an integer power such as
+    ``9**9**8`` never returns and would stall a whole rollout batch; the tool's own
+    description offers only +, -, *, / and parentheses."""
+    expression = call.arguments.get("expression") if call.name == "calculate" else None
+    if isinstance(expression, str) and "**" in expression.replace(" ", ""):
+        return "only +, -, *, / and parentheses are supported (no **)"
+    return None

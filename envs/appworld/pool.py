@@ -48,7 +48,16 @@ class ServerPool:
         self._changed = threading.Condition()
 
     def lease(self) -> AppWorldServer:
-        """An idle server, a newly started one, or (at the cap) the next one released."""
+        """An idle server, a newly started one, or (at the cap) the next one released. An
+        idle server that died while waiting is stopped and replaced, never handed out."""
+        dead: list[AppWorldServer] = []
+        try:
+            return self._lease(dead)
+        finally:
+            for server in dead:
+                server.stop()
+
+    def _lease(self, dead: list[AppWorldServer]) -> AppWorldServer:
         with self._changed:
             if not self._idle and not self._free_slots:
                 gc.collect()  # runs the finalizers of dropped, unclosed envs: their leases return
@@ -60,10 +69,13 @@ class ServerPool:
                     f"and none came back within {self.settings.lease_timeout_s} s: close envs "
                     "you no longer use, or raise max_servers"
                 )
-            if self._idle:
+            while self._idle:
                 server = self._idle.pop()
-                self._leased[id(server)] = server
-                return server
+                if server.alive:
+                    self._leased[id(server)] = server
+                    return server
+                dead.append(server)
+                self._free_slots.append(self._slot_of.pop(id(server)))
             slot = self._free_slots.pop()
         try:
             server = self._start(slot)

@@ -36,6 +36,9 @@ CASES = [
         0,
     ),
     ("<tool_call>{not closed", "", [], 1),
+    # nested past Python's recursion limit: json raises RecursionError, not a decode error
+    ("<tool_call>" + "[" * 100_000 + "</tool_call>", "", [], 1),
+    ('<tool_call>{"name": "f", "arguments": "' + "[" * 100_000 + '"}</tool_call>', "", [], 1),
 ]
 
 

@@ -215,6 +215,24 @@ def test_a_dead_server_is_an_env_failure_and_is_replaced(env):
     assert play(env, "5a2ce0b_1", env.gold_actions("5a2ce0b_1"))[0] == 1.0
 
 
+def test_idle_servers_that_died_are_replaced_on_reset():
+    a, b = make(), make()
+    for e in (a, b):
+        e.reset(options={"task_id": "5a2ce0b_1"})
+    pids = [a._server.pid, b._server.pid]
+    a.close()
+    b.close()  # both servers now idle in the pool
+    for pid in pids:
+        os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while any(_running(pid) for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    fresh = make()
+    assert play(fresh, "5a2ce0b_1", fresh.gold_actions("5a2ce0b_1"))[0] == 1.0
+    assert fresh._server.pid not in pids
+    fresh.close()
+
+
 def test_concurrent_episodes_are_isolated(env):
     a, b = env, make()
     a.reset(options={"task_id": "5a2ce0b_1"})

@@ -72,6 +72,28 @@ def test_turn_budget_truncates_with_zero_reward():
     assert info["termination_reason"] == "max_steps" and info["turns"] == 2
 
 
+def test_agent_input_never_raises_nor_stalls_the_env():
+    """Tool calls tau2 itself turns into errors, and an integer power its ``calculate``
+    would evaluate forever (rejected before it runs): each an error observation, and the
+    episode goes on."""
+    env = Tau3AirlineEnv(split="test", max_steps=20)
+    env.reset(options={"task_id": "8"})
+    calls = [
+        ToolCall("calculate", {"expression": "9**9**8"}),
+        ToolCall("calculate", {"expression": "9 ** (9 ** 8)"}),
+        ToolCall("get_user_details", {"user_id": None}),
+        ToolCall("get_user_details", {"user_id": ["x"]}),
+        ToolCall("book_reservation", {"flights": None}),
+        ToolCall("calculate", {"expression": "1+" * 3_000 + "1"}),
+        ToolCall("no_such_tool", {}),
+    ]
+    for call in calls:
+        obs, _, terminated, truncated, _ = env.step(AgentAction(tool_calls=(call,)))
+        assert obs["messages"][-1]["content"].startswith("Error") and not (terminated or truncated)
+    obs, *_ = env.step(AgentAction(tool_calls=(ToolCall("calculate", {"expression": "2*3"}),)))
+    assert obs["messages"][-1]["content"] == "6.0"
+
+
 def test_step_budget_caps_tool_loops():
     env = Tau3AirlineEnv(split="test", max_steps=3)
     env.reset(options={"task_id": "2"})
