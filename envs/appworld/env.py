@@ -113,7 +113,8 @@ class AppWorldEnvConfig:
     lease_timeout_s: float = 60.0
     """How long reset waits for a server when all max_servers are in use."""
     port: int = 0
-    """Server i listens on 127.0.0.1:port+i; 0 picks free ports."""
+    """Server i listens on 127.0.0.1:port+i; 0 picks free ports (a fixed port serves one
+    split per process: each split has its own servers)."""
     memory_limit_mb: int = 4096
     """Address-space cap of each server and what it starts; 0: none."""
     file_size_limit_mb: int = 64
@@ -189,6 +190,7 @@ class AppWorldEnvConfig:
             max_servers=self.max_servers,
             episodes_per_server=self.episodes_per_server,
             lease_timeout_s=self.lease_timeout_s,
+            split=self.split,
         )
 
 

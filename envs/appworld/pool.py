@@ -29,6 +29,9 @@ class PoolSettings:
     max_servers: int
     episodes_per_server: int
     lease_timeout_s: float
+    split: str
+    """Envs of different splits never share a pool: whatever a training episode's code
+    left on a server cannot reach a held-out evaluation."""
 
 
 class PoolExhaustedError(RuntimeError):

@@ -233,6 +233,13 @@ def test_idle_servers_that_died_are_replaced_on_reset():
     fresh.close()
 
 
+def test_train_and_held_out_envs_never_share_servers(env):
+    train, again = make(split="train"), make()
+    assert train.pool is not env.pool and again.pool is env.pool
+    train.close()
+    again.close()
+
+
 def test_concurrent_episodes_are_isolated(env):
     a, b = env, make()
     a.reset(options={"task_id": "5a2ce0b_1"})
