@@ -206,6 +206,16 @@ class AppWorldServer:
             process.stdin.close()
         shutil.rmtree(self._workdir, ignore_errors=True)
 
+    def _process_state(self) -> str | None:
+        """The server process's state letter from /proc (R, S, T...), None once gone."""
+        if self._process is None or self._process.poll() is not None:
+            return None
+        try:
+            with open(f"/proc/{self._process.pid}/stat") as stat:
+                return stat.read().rsplit(") ", 1)[1][0]
+        except (FileNotFoundError, IndexError):
+            return None
+
     # -- requests --------------------------------------------------------------------
     def call(self, path: str, body: dict[str, Any], timeout: float) -> Any:
         """POST ``body`` to ``path``; returns AppWorld's ``output``. Raises
@@ -222,6 +232,14 @@ class AppWorldServer:
             response = connection.getresponse()
             payload = response.read()
         except TimeoutError as error:
+            # the server's own fault when its process is stopped (SIGSTOP) or gone, not the
+            # agent code's
+            state = self._process_state()
+            if state in ("T", "t", None):
+                why = "gone" if state is None else "stopped (SIGSTOP?)"
+                raise ServerDiedError(
+                    f"AppWorld server did not answer: its process is {why}"
+                ) from error
             raise ExecutionTimeoutError(
                 f"AppWorld {path} did not answer within {timeout:.0f} s"
             ) from error

@@ -215,6 +215,22 @@ def test_a_dead_server_is_an_env_failure_and_is_replaced(env):
     assert play(env, "5a2ce0b_1", env.gold_actions("5a2ce0b_1"))[0] == 1.0
 
 
+def test_a_stopped_server_is_an_env_failure_not_the_agents_timeout():
+    env = make(execution_timeout_s=1, request_timeout_s=2.0)
+    env.reset(options={"task_id": "5a2ce0b_1"})
+    pid = env._server.pid
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        obs, reward, terminated, truncated, info = env.step(AgentAction(content="print(1)"))
+    finally:
+        if _running(pid):
+            os.kill(pid, signal.SIGCONT)
+    assert truncated and reward == 0.0
+    assert info["termination_reason"] == "env_failure" and "stopped" in info["env_failure"]
+    assert play(env, "5a2ce0b_1", env.gold_actions("5a2ce0b_1"))[0] == 1.0
+    env.close()
+
+
 def test_idle_servers_that_died_are_replaced_on_reset():
     a, b = make(), make()
     for e in (a, b):
@@ -228,8 +244,9 @@ def test_idle_servers_that_died_are_replaced_on_reset():
     while any(_running(pid) for pid in pids) and time.monotonic() < deadline:
         time.sleep(0.05)
     fresh = make()
-    assert play(fresh, "5a2ce0b_1", fresh.gold_actions("5a2ce0b_1"))[0] == 1.0
+    fresh.reset(options={"task_id": "5a2ce0b_1"})
     assert fresh._server.pid not in pids
+    assert play(fresh, "5a2ce0b_1", fresh.gold_actions("5a2ce0b_1"))[0] == 1.0
     fresh.close()
 
 
