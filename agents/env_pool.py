@@ -120,7 +120,8 @@ class RayEnvPool:
 
         self._ray = ray
         self.size = size
-        actor = ray.remote(num_cpus=actor_cpus(ray.cluster_resources(), size, num_cpus_per_worker))
+        cpus = actor_cpus(ray.cluster_resources(), size, num_cpus_per_worker)
+        actor = ray.remote(num_cpus=cpus)(EnvWorker)
         self.workers = [actor.remote(spec) for _ in range(size)]
 
     def reset(self, jobs):
