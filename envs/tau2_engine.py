@@ -57,7 +57,8 @@ class TauDomain:
 
     ``build_environment`` returns a fresh tau2 ``Environment`` (own DB copy) per call;
     :meth:`register_with_tau2` hands it to tau2 under ``name`` so that tau2's own
-    evaluator rebuilds the same world when it scores an episode.
+    evaluator rebuilds the same world when it scores an episode. :meth:`pristine_world`
+    is one fresh world per domain for whatever only reads it.
     """
 
     name: str
@@ -76,6 +77,17 @@ class TauDomain:
         # gold world, and a fresh world
         self.gold_hashes: dict[str, tuple[str | None, str | None]] = {}
         self.fresh_hashes: tuple[str | None, str | None] | None = None
+        self._pristine: Environment | None = None
+
+    def pristine_world(self) -> Environment:
+        """A fresh world built once and shared: only READ and GENERIC tools may run on it
+        (tau2's markers say they leave the DB alone; tests/envs check it per domain)."""
+        if self._pristine is None:
+            self._pristine = self.build_environment()
+        return self._pristine
+
+    def leaves_db_alone(self, tool_name: str) -> bool:
+        return self.tool_types.get(tool_name) in (ToolType.READ, ToolType.GENERIC)
 
     def register_with_tau2(self) -> None:
         """Make the domain known to tau2's own evaluator (envs.tau2_scoring.tau2_evaluate).

@@ -47,7 +47,9 @@ def score_episode(
     """tau2's reward for an episode of ``domain``'s task ``task_id``.
 
     ``world`` must come from ``domain.build_environment()`` and have run exactly the tool
-    calls in ``messages`` (each through ``world.get_response``), as a ``TauEnv`` episode does.
+    calls in ``messages`` (each through ``world.get_response``), as a ``TauEnv`` episode does
+    (whose calls before its first writing one run on the domain's pristine world: the same
+    state).
     """
     from tau2.data_model.simulation import RewardInfo, TerminationReason
 
@@ -157,7 +159,6 @@ def _predicted_hashes(
     """The (agent, user) DB hashes of tau2's replayed world: the episode world's, or, when
     no call could write, a fresh world's (hashing the DB is most of the cost)."""
     from tau2.data_model.message import AssistantMessage, UserMessage
-    from tau2.environment.toolkit import ToolType
 
     calls = [
         c.name
@@ -165,9 +166,9 @@ def _predicted_hashes(
         if isinstance(m, AssistantMessage | UserMessage) and m.is_tool_call()
         for c in m.tool_calls
     ]
-    if all(domain.tool_types.get(name) in (ToolType.READ, ToolType.GENERIC) for name in calls):
+    if all(domain.leaves_db_alone(name) for name in calls):
         if domain.fresh_hashes is None:
-            domain.fresh_hashes = _hashes(domain.build_environment())
+            domain.fresh_hashes = _hashes(domain.pristine_world())
         return domain.fresh_hashes
     return _hashes(world)
 

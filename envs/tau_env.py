@@ -1,11 +1,13 @@
 """A Gymnasium env over any tau2 domain: tools on tau2's engine, scoring by tau2's evaluator.
 
 The env owns the conversation loop (tau2's orchestrator is not used): each ``step`` takes
-one assistant message. Tool calls run against the episode's own tau2 ``Environment``; a
-text message goes to the user simulator. The episode is scored at its end on the untruncated
-trajectory exactly as tau2's ``evaluate_simulation`` scores its own runs (DB and COMMUNICATE
-checks; action checks reported, not rewarded, in tau3), by :mod:`envs.tau2_scoring`, which
-reuses the episode's world instead of rebuilding two.
+one assistant message. Tool calls run against the episode's own tau2 ``Environment``, built
+at the episode's first call that may write (building one is most of a reset's cost, and
+many episodes only read): until then they run on the domain's pristine world, which only
+reading tools touch. A text message goes to the user simulator. The episode is scored at
+its end on the untruncated trajectory exactly as tau2's ``evaluate_simulation`` scores its
+own runs (DB and COMMUNICATE checks; action checks reported, not rewarded, in tau3), by
+:mod:`envs.tau2_scoring`, which reuses the episode's world instead of rebuilding two.
 """
 
 from __future__ import annotations
@@ -95,9 +97,9 @@ class TauEnv(ToolUseEnv):
         return TaskLabels(gold_calls=calls, answers=tuple(criteria.communicate_info or []))
 
     def state_hash(self) -> str:
-        if self._world is None:
+        if not hasattr(self, "_task_id"):
             raise RuntimeError("call reset() before state_hash()")
-        return self._world.get_db_hash()
+        return self._current_world().get_db_hash()
 
     def episode_record(self) -> dict[str, Any]:
         return {
@@ -131,7 +133,7 @@ class TauEnv(ToolUseEnv):
         task = self.domain.tasks[task_id]
         self._task_id = task_id
         self._category = self.domain.category(task_id)
-        self._world = self.domain.build_environment()
+        self._world = None  # built at the first call that may write (_world_for)
         self._counters = EpisodeCounters()
         self._rejected: list[dict[str, Any]] = []
         self._transferred = False
@@ -196,7 +198,7 @@ class TauEnv(ToolUseEnv):
             AssistantMessage(role="assistant", content=action.content or None, tool_calls=calls)
         )
         for call in calls:
-            result = self._world.get_response(call)
+            result = self._world_for(call.name).get_response(call)
             self._trajectory.append(result)
             self._counters.tool_calls += 1
             self._counters.tool_errors += int(result.error)
@@ -211,6 +213,16 @@ class TauEnv(ToolUseEnv):
                 }
             )
         return observations
+
+    def _world_for(self, tool_name: str):
+        """The world a call runs on: the episode's own from its first call that may write
+        (a fresh world: the calls before only read), else the shared pristine one."""
+        if self._world is None and not self.domain.leaves_db_alone(tool_name):
+            self._world = self.domain.build_environment()
+        return self._current_world()
+
+    def _current_world(self):
+        return self.domain.pristine_world() if self._world is None else self._world
 
     def _talk(self, content: str) -> tuple[dict, float, bool, bool, dict]:
         from tau2.data_model.message import AssistantMessage, UserMessage
@@ -255,7 +267,7 @@ class TauEnv(ToolUseEnv):
         result = score_episode(
             self.domain,
             self._task_id,
-            self._world,
+            self._current_world(),
             self._trajectory,
             TerminationReason(termination),
         )

@@ -80,7 +80,7 @@ def _check(env: TauEnv, task_id: str, script: str) -> float:
     termination = TerminationReason(info["termination_reason"])
     task = env.domain.tasks[task_id]
     expected = tau2_evaluate(env.domain, task, env._trajectory, termination)
-    fast = score_episode(env.domain, task_id, env._world, env._trajectory, termination)
+    fast = score_episode(env.domain, task_id, env._current_world(), env._trajectory, termination)
     where = f"{env.domain.name} task {task_id}, {script}"
     assert fast.model_dump() == expected.model_dump(), where
     assert reward == expected.reward, where
@@ -142,7 +142,7 @@ def test_scoring_builds_no_world_once_the_hashes_are_known(monkeypatch):
     task_id = _sample(env)[0]
     episodes = []
     for script in ("gold", "do_nothing"):  # the env's scoring caches the hashes
-        episodes.append((_check(env, task_id, script), env._world, env._trajectory))
+        episodes.append((_check(env, task_id, script), env._current_world(), env._trajectory))
 
     def no_world():
         raise AssertionError("a world was built to score")
