@@ -10,7 +10,6 @@ the faster. Explicit ``float32`` / ``bfloat16`` / ``float16`` are used as given.
 
 from __future__ import annotations
 
-import functools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -70,10 +69,22 @@ def _matmul_gflops(dtype: torch.dtype) -> float:
     return 2 * m * k * n * calls / (time.perf_counter() - start) / 1e9
 
 
-@functools.cache
+_probed: dict[str, float] = {}  # the process's probe figures, measured or adopted
+
+
 def probe_cpu() -> dict[str, float]:
-    """Matmul GFLOP/s of fp32 and bf16 on this CPU (cached for the process)."""
-    return {name: _matmul_gflops(DTYPES[name]) for name in ("float32", "bfloat16")}
+    """Matmul GFLOP/s of fp32 and bf16 on this CPU (measured once per process)."""
+    if not _probed:
+        _probed.update({name: _matmul_gflops(DTYPES[name]) for name in ("float32", "bfloat16")})
+    return dict(_probed)
+
+
+def adopt_probe(figures: dict[str, float]) -> None:
+    """Use a parent process's probe figures instead of timing here: runs started together
+    must not each time a matmul while the others load the CPU, or they may pick different
+    dtypes."""
+    _probed.clear()
+    _probed.update(figures)
 
 
 def check_dtype_name(name: str, key: str) -> None:

@@ -408,14 +408,65 @@ def run_compare(cfg: DictConfig) -> None:
 
     out = Path(cfg.out_dir) if cfg.out_dir else _output_dir()
     runs = compare_runs(cfg)
-    for i, (name, c) in enumerate(runs.items(), 1):
-        log.info(f"run {i}/{len(runs)}: {c['learner']['name']}, seed {c['train']['seed']}")
-        train_one(c, out / name)
+    if cfg.parallel > 1:
+        _train_in_processes(runs, out, cfg.parallel, cfg.verbose)
+    else:
+        for i, (name, c) in enumerate(runs.items(), 1):
+            log.info(f"run {i}/{len(runs)}: {c['learner']['name']}, seed {c['train']['seed']}")
+            train_one(c, out / name)
     report = write_report(out, ReportConfig(baseline=cfg.baseline))
     log.info(f"report: {report}")
 
 
-COMPARE_KEYS = ("learners", "seeds", "baseline", "out_dir")
+def _train_in_processes(runs: dict[str, dict], out: Path, parallel: int, verbose: bool) -> None:
+    """``parallel`` runs at a time, each in its own process with an equal share of the
+    intra-op threads: one process leaves a core idle whenever it runs Python (env steps,
+    scoring, a decode step's dispatch), and one thread per process also spends less on
+    synchronising small ops. Every run probes no dtype itself (they would time the CPU
+    while the others load it): they adopt this process's probe figures."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    import torch
+
+    from agents.precision import probe_cpu
+
+    threads = max(torch.get_num_threads() // parallel, 1)
+    log.info(f"{len(runs)} runs, {parallel} at a time, {threads} thread(s) each")
+    with ProcessPoolExecutor(
+        parallel,
+        mp_context=multiprocessing.get_context("spawn"),  # no forked torch/Ray state
+        initializer=_start_run_process,
+        initargs=(threads, probe_cpu(), verbose),
+    ) as pool:
+        futures = {pool.submit(_train_logged, c, out / name): name for name, c in runs.items()}
+        for done, future in enumerate(as_completed(futures), 1):
+            future.result()  # a failed run fails the comparison, as in one process
+            log.info(f"run {done}/{len(runs)} finished: {futures[future]}")
+
+
+def _start_run_process(threads: int, probe: dict[str, float], verbose: bool) -> None:
+    import torch
+
+    from agents.precision import adopt_probe
+
+    torch.set_num_threads(threads)
+    adopt_probe(probe)
+    if not verbose:
+        quiet_third_party()
+
+
+def _train_logged(c: dict, run_dir: Path) -> None:
+    """``train_one`` in a run process, its messages prefixed with the run's name."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    handlers = [logging.StreamHandler(sys.stdout), logging.FileHandler(run_dir / "train.log")]
+    handlers[0].setFormatter(logging.Formatter(f"[{run_dir.name}] %(message)s"))
+    handlers[1].setFormatter(logging.Formatter("[%(asctime)s][%(levelname)s] %(message)s"))
+    logging.basicConfig(level=logging.INFO, handlers=handlers, force=True)
+    train_one(c, run_dir)
+
+
+COMPARE_KEYS = ("learners", "seeds", "baseline", "out_dir", "parallel")
 
 
 COMMANDS: dict[str, Callable[[DictConfig], None]] = {

@@ -17,7 +17,7 @@ from agents.chat import check_chat_backend
 from envs.core import ConfigError, build_config, did_you_mean
 
 # top-level keys that must be whole numbers (at least 1; null where it means "all")
-POSITIVE_INTS = {"num_tasks": True, "batch_size": False, "eval_batch": False}
+POSITIVE_INTS = {"num_tasks": True, "batch_size": False, "eval_batch": False, "parallel": False}
 
 
 def hydra_error(e: HydraException, config: dict[str, Any] | None = None) -> str:

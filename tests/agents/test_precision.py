@@ -42,3 +42,18 @@ def test_unknown_dtype_is_a_config_error():
 def test_the_real_probe_times_both_dtypes():
     figures = resolve_dtype("auto").gflops
     assert set(figures) == {"float32", "bfloat16"} and all(v > 0 for v in figures.values())
+
+
+def test_an_adopted_probe_decides_auto_without_timing(monkeypatch):
+    """Runs a compare starts together adopt its probe figures instead of timing their own."""
+    from agents import precision
+
+    monkeypatch.setattr(precision, "_probed", {})
+    monkeypatch.setattr(precision, "_matmul_gflops", lambda dtype: pytest.fail("timed"))
+    for figures, expected in (
+        ({"float32": 9.0, "bfloat16": 1.0}, torch.float32),
+        ({"float32": 1.0, "bfloat16": 9.0}, torch.bfloat16),
+    ):
+        precision.adopt_probe(figures)
+        chosen = resolve_dtype("auto")
+        assert (chosen.dtype, chosen.gflops) == (expected, figures)
