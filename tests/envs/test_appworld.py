@@ -235,14 +235,18 @@ def test_idle_servers_that_died_are_replaced_on_reset():
     a, b = make(), make()
     for e in (a, b):
         e.reset(options={"task_id": "5a2ce0b_1"})
-    pids = [a._server.pid, b._server.pid]
+    servers = [a._server, b._server]
+    pids = [s.pid for s in servers]
     a.close()
     b.close()  # both servers now idle in the pool
     for pid in pids:
         os.kill(pid, signal.SIGKILL)
-    deadline = time.monotonic() + 10
-    while any(_running(pid) for pid in pids) and time.monotonic() < deadline:
+    # dead as the pool sees it (waitpid): a killed multi-threaded server shows its leader
+    # as a zombie in /proc before its other threads have exited and it can be reaped
+    deadline = time.monotonic() + 30
+    while any(s.alive for s in servers) and time.monotonic() < deadline:
         time.sleep(0.05)
+    assert not any(s.alive for s in servers)
     fresh = make()
     fresh.reset(options={"task_id": "5a2ce0b_1"})
     assert fresh._server.pid not in pids
