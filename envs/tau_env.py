@@ -70,6 +70,7 @@ class TauEnv(ToolUseEnv):
         self.user = user or ScriptedUser()
         self.max_action_chars = self.config.max_action_chars
         self._split_ids = domain.split_ids(self.config.split)
+        self._task_id: str | None = None  # set by reset
         self._world = None
 
     # -- benchmark hooks -------------------------------------------------------------
@@ -97,7 +98,7 @@ class TauEnv(ToolUseEnv):
         return TaskLabels(gold_calls=calls, answers=tuple(criteria.communicate_info or []))
 
     def state_hash(self) -> str:
-        if not hasattr(self, "_task_id"):
+        if self._task_id is None:
             raise RuntimeError("call reset() before state_hash()")
         return self._current_world().get_db_hash()
 
