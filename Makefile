@@ -48,9 +48,10 @@ RUN_SEEDS ?= [0,1,2]
 # tasks in one batch; a 60-task evaluation took 50 s against 58 s at batch 30 here (a
 # decode step reads all weights whatever the batch)
 RUN_EVAL_BATCH ?= 60
-# runs trained at once, each in its own process with its share of the cores: on 2 cores two
-# GRPO runs side by side at a thread each finished 1.3x sooner than one after the
-# other at two threads (the update is compute-bound; evaluations alone: 1.5x)
+# runs trained at once, each in its own process with its share of the cores. On 2 cores
+# (AMD EPYC, avx512_bf16, no amx) two GRPO runs side by side at a thread each finished 1.3x
+# sooner than one after the other at two threads (the update is compute-bound;
+# evaluations alone: 1.5x)
 RUN_PARALLEL ?= 2
 # SGCD's credit analyst: Claude when a key is set, else the local model
 RUN_CREDIT_LLM ?= $(if $(ANTHROPIC_API_KEY),anthropic,local)
