@@ -278,8 +278,9 @@ def run_train(cfg: DictConfig) -> None:
     train_one(OmegaConf.to_container(cfg, resolve=True), run_dir)
 
 
-def train_one(c: dict, run_dir: Path) -> None:
-    """Train (or resume) one learner in ``run_dir`` from a resolved train config."""
+def train_one(c: dict, run_dir: Path, between_steps: Callable[[], None] | None = None) -> None:
+    """Train (or resume) one learner in ``run_dir`` from a resolved train config;
+    ``between_steps`` runs after each step (a parallel comparison's thread share)."""
     from agents.build import build_policy, build_pool, rollout_config
     from agents.chat import make_chat_backend
     from agents.env_pool import EnvSpec
@@ -357,6 +358,8 @@ def train_one(c: dict, run_dir: Path) -> None:
                 s=f"{metrics['time/step_s']:.0f}",
             )
             bar.update(1)
+            if between_steps:
+                between_steps()
 
         n_eval = len(trainer.eval_task_ids())
         eval_bars: dict[int, tqdm] = {}
@@ -420,24 +423,31 @@ def run_compare(cfg: DictConfig) -> None:
 
 def _train_in_processes(runs: dict[str, dict], out: Path, parallel: int, verbose: bool) -> None:
     """``parallel`` runs at a time, each in its own process with an equal share of the
-    intra-op threads: one process leaves a core idle whenever it runs Python (env steps,
-    scoring, a decode step's dispatch), and one thread per process also spends less on
-    synchronising small ops. Every run probes no dtype itself (they would time the CPU
-    while the others load it): they adopt this process's probe figures."""
+    intra-op threads among the runs still training (:mod:`learners.thread_share`): one
+    process leaves a core idle whenever it runs Python (env steps, scoring, a decode step's
+    dispatch), and one thread per process also spends less on synchronising small ops.
+    Every run probes no dtype itself (they would time the CPU while the others load it):
+    they adopt this process's probe figures."""
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
     import torch
 
     from agents.precision import probe_cpu
+    from learners.thread_share import ThreadShare
 
-    threads = max(torch.get_num_threads() // parallel, 1)
-    log.info(f"{len(runs)} runs, {parallel} at a time, {threads} thread(s) each")
+    context = multiprocessing.get_context("spawn")  # no forked torch/Ray state
+    share = ThreadShare(
+        total=torch.get_num_threads(),
+        slots=min(parallel, len(runs)),
+        unfinished=context.Value("i", len(runs)),
+    )
+    log.info(f"{len(runs)} runs, {parallel} at a time, {share.threads()} thread(s) each")
     with ProcessPoolExecutor(
-        parallel,
-        mp_context=multiprocessing.get_context("spawn"),  # no forked torch/Ray state
+        share.slots,
+        mp_context=context,
         initializer=_start_run_process,
-        initargs=(threads, probe_cpu(), verbose),
+        initargs=(share, probe_cpu(), verbose),
     ) as pool:
         futures = {pool.submit(_train_logged, c, out / name): name for name, c in runs.items()}
         for done, future in enumerate(as_completed(futures), 1):
@@ -445,12 +455,15 @@ def _train_in_processes(runs: dict[str, dict], out: Path, parallel: int, verbose
             log.info(f"run {done}/{len(runs)} finished: {futures[future]}")
 
 
-def _start_run_process(threads: int, probe: dict[str, float], verbose: bool) -> None:
-    import torch
+_thread_share = None  # a run process's ThreadShare, set by its initializer
 
+
+def _start_run_process(share, probe: dict[str, float], verbose: bool) -> None:
     from agents.precision import adopt_probe
 
-    torch.set_num_threads(threads)
+    global _thread_share
+    _thread_share = share
+    share.apply()
     adopt_probe(probe)
     if not verbose:
         quiet_third_party()
@@ -463,7 +476,11 @@ def _train_logged(c: dict, run_dir: Path) -> None:
     handlers[0].setFormatter(logging.Formatter(f"[{run_dir.name}] %(message)s"))
     handlers[1].setFormatter(logging.Formatter("[%(asctime)s][%(levelname)s] %(message)s"))
     logging.basicConfig(level=logging.INFO, handlers=handlers, force=True)
-    train_one(c, run_dir)
+    _thread_share.apply()  # a run that starts after others finished takes a larger share
+    try:
+        train_one(c, run_dir, between_steps=_thread_share.apply)
+    finally:
+        _thread_share.run_finished()
 
 
 COMPARE_KEYS = ("learners", "seeds", "baseline", "out_dir", "parallel")

@@ -264,6 +264,7 @@ class Trainer:
         groups, drawn, draws = self._sample(step)
         check_response_mask(groups)
         metrics: dict[str, float] = {"step": step, **episode_metrics(drawn, "rollout")}
+        metrics["time/threads"] = torch.get_num_threads()  # a parallel comparison's share
         metrics.update(
             {
                 "rollout/draws": draws,

@@ -8,7 +8,14 @@ import sys
 from pathlib import Path
 
 
-def _compare(out: Path, parallel: int, tmp_path: Path) -> subprocess.CompletedProcess:
+def _compare(
+    out: Path,
+    parallel: int,
+    tmp_path: Path,
+    runs: tuple[str, str] = ("learners=[grpo,sgcd]", "seeds=[0,1]"),
+    threads: int = 1,
+    steps: int = 1,
+) -> subprocess.CompletedProcess:
     command = [
         sys.executable,
         "-m",
@@ -16,11 +23,10 @@ def _compare(out: Path, parallel: int, tmp_path: Path) -> subprocess.CompletedPr
         "compare",
         "env=airline_mini",
         "model=tiny_random",
-        "learners=[grpo,sgcd]",
-        "seeds=[0,1]",
+        *runs,
         "credit_llm.model=tiny-random",
         "credit_llm.max_tokens=8",
-        "train.steps=1",
+        f"train.steps={steps}",
         "train.groups_per_step=1",
         "train.dynamic_sampling=false",
         "train.eval_every=1",
@@ -30,10 +36,9 @@ def _compare(out: Path, parallel: int, tmp_path: Path) -> subprocess.CompletedPr
         "eval_batch=6",
         f"parallel={parallel}",
         f"out_dir={out}",
-        f"hydra.run.dir={tmp_path / f'hydra{parallel}'}",
+        f"hydra.run.dir={tmp_path / f'hydra{out.name}'}",
     ]
-    # one thread either way: the same arithmetic, so the same episodes
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
     done = subprocess.run(command, capture_output=True, text=True, timeout=900, env=env)
     assert done.returncode == 0, done.stderr[-3000:]
     return done
@@ -50,6 +55,7 @@ def _written(out: Path) -> dict[str, str]:
 
 def test_runs_in_two_processes_write_what_one_process_writes(tmp_path):
     one, two = tmp_path / "one", tmp_path / "two"
+    # one thread either way: the same arithmetic, so the same episodes
     _compare(one, 1, tmp_path)
     done = _compare(two, 2, tmp_path)
     written = _written(two)
@@ -72,3 +78,16 @@ def _untimed(out: Path) -> dict:
         for k in timed:
             del learner["diagnostics"][k]
     return results
+
+
+def test_the_last_run_training_takes_every_thread(tmp_path):
+    """grpo-seed0 is already finished, so once its process has seen that, grpo-seed1
+    trains alone: from its next step on it takes both threads."""
+    out = tmp_path / "share"
+    grpo = "learners=[grpo]"
+    _compare(out, 1, tmp_path, runs=(grpo, "seeds=[0]"), threads=2, steps=2)
+    done = _compare(out, 2, tmp_path, runs=(grpo, "seeds=[0,1]"), threads=2, steps=2)
+    assert "2 runs, 2 at a time, 1 thread(s) each" in done.stdout
+    assert "already finished 2 steps" in done.stdout
+    steps = [json.loads(line) for line in (out / "grpo-seed1" / "metrics.jsonl").open()]
+    assert [s["time/threads"] for s in steps][-1] == 2
