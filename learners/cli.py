@@ -274,6 +274,11 @@ def run_sft(cfg: DictConfig) -> None:
 
 
 def run_train(cfg: DictConfig) -> None:
+    from envs.core import ConfigError
+    from learners.distributed import launched_ranks
+
+    if launched_ranks() > 1 and not cfg.run_dir:
+        raise ConfigError("learner ranks (torchrun) share one run directory: set run_dir=<dir>")
     run_dir = Path(cfg.run_dir) if cfg.run_dir else _output_dir()
     train_one(OmegaConf.to_container(cfg, resolve=True), run_dir)
 
@@ -287,6 +292,7 @@ def train_one(c: dict, run_dir: Path, between_steps: Callable[[], None] | None =
     from agents.model import ModelConfig, load_model
     from envs.core import build_config, check_not_held_out
     from learners.checkpoint import load_trainer_state, recover_checkpoint
+    from learners.distributed import start_ranks, stop_ranks
     from learners.registry import get_learner
     from learners.tracking import TrackingConfig, make_trackers
     from learners.train import RunParts, TrainConfig, Trainer
@@ -322,8 +328,13 @@ def train_one(c: dict, run_dir: Path, between_steps: Callable[[], None] | None =
         rollout=rollout,
         analyst=analyst,
     )
-    trainer = Trainer(run_dir, parts, name, learner_options, train_cfg)
+    ranks = start_ranks(train_cfg.rank_timeout_s)
+    trainer = Trainer(run_dir, parts, name, learner_options, train_cfg, ranks)
     trainer.resume()
+    if not ranks.leader:  # a learner rank: rank 0 keeps the run's records
+        trainer.run()
+        stop_ranks(ranks)
+        return
     run_dir.mkdir(parents=True, exist_ok=True)
     record = {
         "env": c["env"]["name"],
@@ -373,6 +384,7 @@ def train_one(c: dict, run_dir: Path, between_steps: Callable[[], None] | None =
 
         log.info(f"held-out evaluation: {n_eval} tasks (floor and ceiling scored first)")
         trainer.run(on_step, on_eval=track, on_eval_tasks=on_eval_tasks)
+    stop_ranks(ranks)
     from learners.comparison import updated_steps
 
     last = json.loads((run_dir / "eval.jsonl").read_text().splitlines()[-1])

@@ -34,6 +34,7 @@ from credit.teacher import Teacher
 from credit.types import TokenAdvantages
 from envs.core import ToolUseEnv
 from learners.checkpoint import load_trainer_state, recover_checkpoint, save_checkpoint
+from learners.distributed import Ranks
 from learners.evaluate import (
     evaluate_policy,
     reuse_start_evaluation,
@@ -91,6 +92,9 @@ class TrainConfig:
     """Checkpoint every k steps (and after the last)."""
     monitor_patience: int = 3
     """Consecutive steps of inert credit (all-zero divergence or weights) before failing."""
+    rank_timeout_s: float = 3600.0
+    """With several learner ranks (torchrun, :mod:`learners.distributed`): how long a rank
+    waits for rank 0's rollouts, credit and evaluations before the run fails."""
     seed: int = 0
     """Seeds task draws, envs and sampling."""
 
@@ -166,8 +170,10 @@ class Trainer:
         learner_name: str,
         learner_options: dict,
         config: TrainConfig,
+        ranks: Ranks | None = None,
     ):
         self.run_dir, self.parts, self.config = Path(run_dir), parts, config
+        self.ranks = ranks or Ranks()
         entry = get_learner(learner_name)
         self.learner_name = learner_name
         self.precision = resolve_dtype(config.autocast, next(parts.model.parameters()).device)
@@ -205,8 +211,10 @@ class Trainer:
         self.parts.model.load_state_dict(loaded.state_dict())
         self.optimizer.load_state_dict(torch.load(path / "optimizer.pt"))
         torch.set_rng_state(torch.tensor(state["torch_rng"], dtype=torch.uint8))
-        self.parts.policy.generator.sync_weights(self.parts.model)
         self.start_step = state["step"] + 1
+        if not self.ranks.leader:  # the run's sampler and files are rank 0's
+            return
+        self.parts.policy.generator.sync_weights(self.parts.model)
         for name in ("metrics.jsonl", "eval.jsonl"):  # drop lines of an unfinished step
             _truncate_jsonl(self.run_dir / name, state["step"])
 
@@ -231,6 +239,10 @@ class Trainer:
         on_eval_tasks: Callable[[int, int], None] | None = None,
     ) -> None:
         """``on_eval_tasks(step, k)``: k more held-out tasks of step's evaluation are done."""
+        if not self.ranks.leader:
+            for _ in range(self.start_step, self.config.steps + 1):
+                self._follow()
+            return
         self._on_eval_tasks = on_eval_tasks
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.bounds = shared_scripted_bounds(
@@ -276,6 +288,7 @@ class Trainer:
         # a step without a mixed group has no learning signal: no gradient step is taken
         metrics["train/updated"] = float(bool(groups))
         if not groups:
+            self.ranks.broadcast(None)  # the other ranks skip this step's update too
             metrics["time/step_s"] = time.perf_counter() - started
             return metrics
         credit_start = time.perf_counter()
@@ -319,30 +332,54 @@ class Trainer:
         return kept[: self.config.groups_per_step], drawn, draws
 
     def _update(self, groups: list[EpisodeGroup], advantages: TokenAdvantages) -> dict[str, float]:
+        credit = (groups, advantages.advantages, advantages.teacher_prompts)
+        self.ranks.broadcast(credit)
+        out = self._learn(*credit)
+        self.parts.policy.generator.sync_weights(self.parts.model)
+        return out
+
+    def _follow(self) -> None:
+        """A rank other than 0: one step's update on the groups and credit rank 0 sends."""
+        credit = self.ranks.broadcast()
+        if credit is not None:
+            self._learn(*credit)
+
+    def _learn(
+        self,
+        groups: list[EpisodeGroup],
+        advantages: list[torch.Tensor],
+        teacher_prompts: list[list[int] | None],
+    ) -> dict[str, float]:
+        """One optimizer step on the step's groups, this rank's share backpropagated and
+        the gradients summed over ranks; returns the loss metrics of all of them."""
         model = self.parts.model
         model.train()
         self.optimizer.zero_grad(set_to_none=True)
-        items = [(g, j) for g in groups for j in range(len(g.episodes))]
-        total_tokens = sum(sum(g.episodes[j].response_mask) for g, j in items)
+        items = [(i, g, j) for i, g in enumerate(groups) for j in range(len(g.episodes))]
+        total_tokens = sum(sum(g.episodes[j].response_mask) for _, g, j in items)
         scales = [
             1.0 / max(total_tokens, 1)
             if self.config.loss_aggregation == "token-mean"
             else 1.0 / (len(items) * max(sum(g.episodes[j].response_mask), 1))
-            for g, j in items
+            for _, g, j in items
         ]
-        sums = backward_groups(
-            self.learner,
-            model,
-            groups,
-            advantages.advantages,
-            scales,
-            advantages.teacher_prompts,
-        )
+        mine = [k for k, (i, _, _) in enumerate(items) if self.ranks.owns(i)]
+        sums: dict[str, float] = {}
+        if mine:
+            sums = backward_groups(
+                self.learner,
+                model,
+                [g for i, g in enumerate(groups) if self.ranks.owns(i)],
+                [advantages[k] for k in mine],
+                [scales[k] for k in mine],
+                [teacher_prompts[k] for k in mine] if teacher_prompts else None,
+            )
+        self.ranks.sum_gradients(model)
+        sums = self.ranks.sum_values(sums)
         grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), self.config.max_grad_norm)
         self.optimizer.step()
         self.learner.after_step(model)
         model.eval()
-        self.parts.policy.generator.sync_weights(model)
         out = {k: v for k, v in sums.items() if k.endswith(("/pg", "/kl", "/sd"))}
         out.update({k: v / len(items) for k, v in sums.items() if k not in out})
         out["train/grad_norm"] = float(grad_norm)
