@@ -8,7 +8,7 @@ APPWORLD_VENV ?= .venv-appworld
 APPWORLD_STAMP := $(APPWORLD_VENV)/.installed
 APPWORLD_WORLD := .cache/appworld-synthetic
 
-.PHONY: run test test-slow lint bench bench-quick appworld clean
+.PHONY: run test test-slow lint bench bench-quick appworld gpu-smoke clean
 
 $(STAMP): pyproject.toml requirements/lock.txt
 	$(PYTHON) -m venv $(VENV)
@@ -87,5 +87,18 @@ bench: $(STAMP) $(APPWORLD_WORLD)/STAMP
 bench-quick: $(STAMP) $(APPWORLD_WORLD)/STAMP
 	$(PY) -m bench.run --quick
 
+# One SGCD step of the paper's tau3-airline recipe on one GPU with vLLM rollouts, timings
+# printed (bench/gpu_smoke.py). Not part of `make test`; written without a GPU, not yet run.
+GPU_VENV ?= .venv-gpu
+GPU_MODEL ?= Qwen/Qwen2.5-0.5B-Instruct
+$(GPU_VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(GPU_VENV)
+	$(GPU_VENV)/bin/pip install --quiet --upgrade pip
+	$(GPU_VENV)/bin/pip install --quiet -e '.[gpu]'
+	touch $@
+
+gpu-smoke: $(GPU_VENV)/.installed
+	$(GPU_VENV)/bin/python -m bench.gpu_smoke --model $(GPU_MODEL)
+
 clean:
-	rm -rf $(VENV) $(APPWORLD_VENV) $(APPWORLD_WORLD) outputs multirun
+	rm -rf $(VENV) $(APPWORLD_VENV) $(GPU_VENV) $(APPWORLD_WORLD) outputs multirun

@@ -49,6 +49,27 @@ class ModelConfig:
     init_from: str | None = None
     """A toolgym checkpoint directory (e.g. from ``toolgym sft``) whose weights and
     tokenizer replace ``name``'s."""
+    device: str = "auto"
+    """Where the model lives: ``auto`` (the GPU when one is visible, ``cuda:$LOCAL_RANK``
+    under torchrun; else the CPU), ``cpu``, ``cuda`` or ``cuda:<i>``."""
+
+
+def resolve_device(name: str) -> torch.device:
+    """``ModelConfig.device`` as a torch device; a GPU asked for where none is visible is a
+    ConfigError."""
+    if name == "auto":
+        if not torch.cuda.is_available():
+            return torch.device("cpu")
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    try:
+        device = torch.device(name)
+    except RuntimeError as e:
+        raise ConfigError(f"model.device={name!r}: {e}") from e
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"model.device={name}: no CUDA GPU is visible (use cpu or auto)")
+    if device.type not in ("cpu", "cuda"):
+        raise ConfigError(f"model.device={name}: use auto, cpu, cuda or cuda:<i>")
+    return device
 
 
 def _gguf_dir() -> Path:
@@ -131,15 +152,16 @@ def load_tokenizer(cfg: ModelConfig) -> PreTrainedTokenizerBase:
 
 
 def load_model(cfg: ModelConfig) -> tuple[torch.nn.Module, PreTrainedTokenizerBase]:
-    """The causal LM (eval mode) and its tokenizer."""
-    dtype = resolve_dtype(cfg.dtype).dtype
+    """The causal LM (eval mode, on ``cfg.device``) and its tokenizer."""
+    device = resolve_device(cfg.device)
+    dtype = resolve_dtype(cfg.dtype, device).dtype
     if cfg.init_from is not None:
         problem = _checkpoint_problem(cfg.init_from, "model.init_from")
         if problem:
             raise ConfigError(problem)
         path = Path(os.path.expanduser(cfg.init_from))
         model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
-        return _ready(model), AutoTokenizer.from_pretrained(path)
+        return _ready(model, device), AutoTokenizer.from_pretrained(path)
     tokenizer = load_tokenizer(cfg)
     if cfg.name == "tiny-random":
         config = LlamaConfig(
@@ -162,11 +184,11 @@ def load_model(cfg: ModelConfig) -> tuple[torch.nn.Module, PreTrainedTokenizerBa
             model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
         except OSError as e:
             raise ConfigError(f"cannot load model {cfg.name!r}: {e}") from e
-    return _ready(model), tokenizer
+    return _ready(model, device), tokenizer
 
 
-def _ready(model: torch.nn.Module) -> torch.nn.Module:
-    """Eval mode, and one-token decode steps on CPU as matmuls (agents/cpu_attention.py;
-    every other attention call stays transformers' SDPA)."""
+def _ready(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+    """On ``device``, in eval mode, and one-token decode steps on CPU as matmuls
+    (agents/cpu_attention.py; every other attention call stays transformers' SDPA)."""
     model.set_attn_implementation(cpu_attention.NAME)
-    return model.eval()
+    return model.to(device).eval()

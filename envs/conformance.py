@@ -7,9 +7,17 @@ order. A new benchmark is done when ``tests/envs/test_conformance.py`` passes fo
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Sequence
 
-from envs.core import FINAL_INFO_KEYS, STEP_INFO_KEYS, AgentAction, ToolCall, ToolUseEnv
+from envs.core import (
+    FINAL_INFO_KEYS,
+    STEP_INFO_KEYS,
+    AgentAction,
+    TaskLabels,
+    ToolCall,
+    ToolUseEnv,
+)
 
 EnvFactory = Callable[[], ToolUseEnv]
 STOP_ACTION = AgentAction(content="###STOP###")
@@ -136,6 +144,37 @@ def check_gold_replay(make_env: EnvFactory, task_ids: Sequence[str]) -> dict[str
     return rewards
 
 
+def _call_key(call: ToolCall) -> tuple[str, str]:
+    return call.name, json.dumps(call.arguments, sort_keys=True, default=str)
+
+
+def check_task_labels(make_env: EnvFactory, task_ids: Sequence[str]) -> None:
+    """Every task declares its ground truth in ``task_labels``: at least every tool call
+    its gold actions make, and its answers as non-empty strings. What is declared is what
+    SGCD's sanitizer masks before an external analyst reads a trace, and what GEAR's
+    teacher is shown; a label left out reaches the analyst in the clear."""
+    env = make_env()
+    for task_id in task_ids:
+        labels = env.task_labels(task_id)
+        assert isinstance(labels, TaskLabels), (
+            f"task {task_id}: task_labels() must return envs.core.TaskLabels, "
+            f"got {type(labels).__name__}"
+        )
+        declared = {_call_key(c) for c in labels.gold_calls}
+        missing = [
+            c.name
+            for a in env.gold_actions(task_id)
+            for c in a.tool_calls
+            if _call_key(c) not in declared
+        ]
+        assert not missing, (
+            f"task {task_id}: task_labels() leaves out gold calls {missing[:5]}: declare "
+            "every gold call (and the task's answers) so the sanitizer can mask them"
+        )
+        bad = [a for a in labels.answers if not isinstance(a, str) or not a]
+        assert not bad, f"task {task_id}: answers must be non-empty strings, got {bad[:5]}"
+
+
 def check_double_close(make_env: EnvFactory) -> None:
     env = make_env()
     env.reset(seed=0)
@@ -151,4 +190,5 @@ def run_all(make_env: EnvFactory, writing_task: str, replay_tasks: Sequence[str]
     check_bad_input(make_env)
     check_reset_isolation(make_env, writing_task)
     check_gold_replay(make_env, replay_tasks)
+    check_task_labels(make_env, replay_tasks)
     check_double_close(make_env)

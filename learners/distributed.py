@@ -10,8 +10,8 @@ is the one a single process computes on the same groups (up to summation order).
 
 Gradients are summed by hand after every backward of the step has run: the shared-prefix
 pass (:mod:`learners.forward`) calls backward once per micro-batch and once more for the
-prefix, which DDP's per-backward reducer does not allow. CPU only (gloo); a GPU rank
-would need its model on its own device, which the trainer does not place yet.
+prefix, which DDP's per-backward reducer does not allow. Ranks talk over gloo; tested on
+CPU only (a GPU rank's models go to ``cuda:$LOCAL_RANK``, agents/model.py, untested).
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ from typing import Any
 
 from envs.airline_mini.policy import REFUSAL
 from envs.airline_mini.tasks import airline_mini_domain, airline_mini_taskset
-from envs.core import AgentAction, ToolCall
+from envs.core import AgentAction, TaskLabels, ToolCall
 from envs.tau_env import TauEnv, TauEnvConfig
 from envs.users import UserSimulator
 
@@ -53,3 +53,10 @@ class AirlineMiniEnv(TauEnv):
             for k, (name, arguments) in enumerate(lookups)
         ]
         return [*calls, AgentAction(content=REFUSAL)]
+
+    def task_labels(self, task_id: str) -> TaskLabels:
+        """The evaluator's labels plus the lookups the demonstration makes: they are part
+        of the gold solution, so the analyst must not see their values either."""
+        labels = super().task_labels(task_id)
+        lookups = tuple(ToolCall(n, dict(a)) for n, a in self._lookups.get(task_id, ()))
+        return TaskLabels(gold_calls=labels.gold_calls + lookups, answers=labels.answers)

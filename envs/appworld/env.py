@@ -262,11 +262,13 @@ class AppWorldEnv(ToolUseEnv):
         return [AgentAction(content=cell) for cell in self.data.solution_cells(task_id)]
 
     def task_labels(self, task_id: str) -> TaskLabels:
-        """The solution cells as ``execute_python`` calls: GEAR's reference solution, and
-        code SGCD's sanitizer keeps from the analyst."""
+        """The solution cells as ``execute_python`` calls and the expected answer
+        (``answer.json``): GEAR's reference solution, and what SGCD's sanitizer keeps from
+        the analyst (an answer a sibling prints or submits is masked wherever it occurs)."""
         cells = self.data.solution_cells(task_id)
         return TaskLabels(
-            gold_calls=tuple(ToolCall(TOOL_NAME, {"code": c}) for c in cells), answers=()
+            gold_calls=tuple(ToolCall(TOOL_NAME, {"code": c}) for c in cells),
+            answers=self.data.answer_literals(task_id),
         )
 
     def state_hash(self) -> str:

@@ -108,6 +108,12 @@ class AppWorldData:
         names = sorted(p.stem for p in (self.data / "api_docs" / "standard").glob("*.json"))
         return [a for a in COMMON_APPS if a in names] + [a for a in names if a not in COMMON_APPS]
 
+    def answer_literals(self, task_id: str) -> tuple[str, ...]:
+        """The task's expected answer (``ground_truth/answer.json``) as strings: its leaf
+        values, none for a task that is not a question (``null``)."""
+        path = self.data / "tasks" / task_id / "ground_truth" / "answer.json"
+        return tuple(_leaf_strings(json.loads(path.read_text()))) if path.is_file() else ()
+
     def solution_cells(self, task_id: str) -> list[str]:
         """The body of ``solution(apis, requester)`` in ``compiled_solution.py``, as one cell."""
         path = self.data / "tasks" / task_id / "ground_truth" / "compiled_solution.py"
@@ -129,3 +135,11 @@ class AppWorldData:
             raise ConfigError(f"{path} defines no {SOLUTION_FUNCTION}() function")
         lines = source.splitlines()[function.body[0].lineno - 1 : function.end_lineno]
         return [textwrap.dedent("\n".join(lines))]
+
+
+def _leaf_strings(value: object) -> list[str]:
+    if isinstance(value, dict):
+        return [leaf for v in value.values() for leaf in _leaf_strings(v)]
+    if isinstance(value, list):
+        return [leaf for v in value for leaf in _leaf_strings(v)]
+    return [] if value is None else [str(value)]

@@ -457,3 +457,11 @@ def _running(pid: int) -> bool:
             return stat.read().split(") ")[1][0] != "Z"
     except FileNotFoundError:
         return False
+
+
+def test_labels_declare_the_expected_answer_so_the_sanitizer_masks_it(env):
+    # answer.json of the synthetic world: a string, a number, null (not a question)
+    assert env.task_labels("5a1ce0a_2").answers == ("Sourdough starter",)
+    assert env.task_labels("5a1ce0a_1").answers == ("2",)
+    assert env.task_labels("5a2ce0b_1").answers == ()
+    assert env.task_labels("5a2ce0b_1").gold_calls  # the solution cell
