@@ -474,8 +474,7 @@ def _start_run_process(share, probe: dict[str, float], verbose: bool) -> None:
     from agents.precision import adopt_probe
 
     global _thread_share
-    _thread_share = share
-    share.apply()
+    _thread_share = share  # applied by _train_logged before each run and between steps
     adopt_probe(probe)
     if not verbose:
         quiet_third_party()
