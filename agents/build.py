@@ -52,7 +52,7 @@ def build_policy(
         rollout_cfg["backend"],
         model,
         chat.end_id,
-        tokenizer.pad_token_id,
+        chat.pad_id,
         model_config.init_from,
         rollout_cfg["kv_cache"],
     )

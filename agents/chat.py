@@ -210,6 +210,7 @@ class LocalChat:
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def __post_init__(self) -> None:
+        from agents.chat_format import ChatFormat, ChatFormatConfig
         from agents.hf_generation import HFGenerator
         from agents.model import ModelConfig, load_model
 
@@ -217,9 +218,8 @@ class LocalChat:
         model, self._tokenizer = load_model(
             ModelConfig(name=self.config.model, dtype=self.config.dtype)
         )
-        self._generator = HFGenerator(
-            model, self._tokenizer.eos_token_id, self._tokenizer.pad_token_id, kv_cache=True
-        )
+        turns = ChatFormat(self._tokenizer, ChatFormatConfig())  # its end-of-turn and pad ids
+        self._generator = HFGenerator(model, turns.end_id, turns.pad_id, kv_cache=True)
 
     def complete(
         self, messages: list[dict[str, str]], *, temperature: float | None, seed: int | None

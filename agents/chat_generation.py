@@ -2,20 +2,17 @@
 
 from __future__ import annotations
 
-import re
-
 from agents.chat_format import ChatFormat
 from agents.generation import Generated, SamplingConfig
 from envs.users import ChatBackend
 
-_CHATML = re.compile(r"<\|im_start\|>(\w+)\n(.*?)(?:<\|im_end\|>|$)", re.DOTALL)
-
 
 class ChatBackendGenerator:
     """A chat backend as the acting model -- a teacher writing SFT data, or a hosted model
-    under evaluation (``rollout.backend=chat``): it reads the episode so far (our ChatML,
-    parsed back into messages) and its reply is tokenised as the policy would write it.
-    Its log-probs are unknown (zeros): its episodes are for SFT and evaluation, not RL."""
+    under evaluation (``rollout.backend=chat``): it reads the episode so far (its turns,
+    split by the template's markers; tool results sent as user turns) and its reply is
+    tokenised as the policy would write it. Its log-probs are unknown (zeros): its
+    episodes are for SFT and evaluation, not RL."""
 
     def __init__(self, chat: ChatFormat, backend: ChatBackend, temperature: float | None):
         self.chat, self.backend, self.temperature = chat, backend, temperature
@@ -27,7 +24,8 @@ class ChatBackendGenerator:
         for context in contexts:
             text = self.chat.tokenizer.decode(context, skip_special_tokens=False)
             messages = [
-                {"role": role, "content": body.strip()} for role, body in _CHATML.findall(text)
+                {"role": "user" if role == "tool" else role, "content": body.strip()}
+                for role, body in self.chat.markers.turns(text)
             ]
             reply = self.backend.complete(
                 [m for m in messages if m["content"]], temperature=self.temperature, seed=seed

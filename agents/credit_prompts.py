@@ -10,9 +10,6 @@ from agents.tool_format import format_action
 from credit.sanitizer import PrivateValues
 from envs.core import AgentAction, TaskLabels
 
-TEACHER_BLOCK = "<|im_start|>system\n{title}\n{context}<|im_end|>\n"
-ASSISTANT_HEADER = "<|im_start|>assistant\n"
-
 
 class ChatTaskPrompts:
     """Reads tasks as our chat format renders them; inserts teacher text as a system block
@@ -23,12 +20,14 @@ class ChatTaskPrompts:
         self.chat = chat
         self.labels = labels
         self.title = title
-        self._header = chat.tokenizer(ASSISTANT_HEADER, add_special_tokens=False).input_ids
+        self._header = chat.tokenizer(
+            chat.markers.headers["assistant"], add_special_tokens=False
+        ).input_ids
 
     def instruction(self, group: EpisodeGroup) -> str:
         text = self.chat.tokenizer.decode(group.prompt_ids, skip_special_tokens=False)
-        user = text.rsplit("<|im_start|>user\n", 1)[-1]
-        return user.split("<|im_end|>", 1)[0].strip()
+        user = text.rsplit(self.chat.markers.headers["user"], 1)[-1]
+        return user.split(self.chat.markers.end_token, 1)[0].strip()
 
     def private_values(self, group: EpisodeGroup) -> PrivateValues:
         labels = self.labels(group.task_id)
@@ -52,7 +51,8 @@ class ChatTaskPrompts:
                 f"group {group.task_id}: the prompt does not end in an assistant header"
             )
         block = self.chat.tokenizer(
-            TEACHER_BLOCK.format(title=self.title, context=context), add_special_tokens=False
+            self.chat.markers.block("system", f"{self.title}\n{context}"),
+            add_special_tokens=False,
         ).input_ids
         return prompt[: -len(self._header)] + block + self._header
 

@@ -37,6 +37,12 @@ KV = list[tuple[torch.Tensor, torch.Tensor]]  # per layer: keys, values, each (H
 # step) more often, once per this many steps.
 SPARE_COLUMNS = 64
 
+# Most cached + new tokens one prefill forward lays out (its rows' caches are copied into
+# one padded buffer for it): 32K tokens hold a tau3-airline group of 8 at ~3.3K tokens in
+# one forward and cost ~0.75 GB for SmolLM2 in bf16. Unbounded, 60 evaluation rows near a
+# 4K context copied every cache at once (~4 GB) beside the caches and the decode batch.
+PREFILL_TOKENS = 32_768
+
 
 @dataclass
 class _Cached:
@@ -115,8 +121,8 @@ class HFGenerator:
                 rows[b].out_logprobs.append(logprob)
             last = step == sampling.max_new_tokens - 1
             keep = [k for k, t in enumerate(tokens) if t != self.end_id and not last]
-            for k in sorted(set(range(len(active))) - set(keep)):
-                self._store(rows[active[k]], k)
+            ended = sorted(set(range(len(active))) - set(keep))
+            self._store([rows[active[k]] for k in ended], ended, consume=not keep)
             if not keep:
                 break
             self._select(keep)
@@ -133,7 +139,8 @@ class HFGenerator:
         """Each context as (what its slot's cache holds, the suffix still to encode)."""
         cached: dict[int, _Cached] = {}
         for slot, context in zip(slots, contexts, strict=True):
-            hit = self._caches.get(slot) if self.kv_cache else None
+            # taken out of the store: the row owns it now, and stores its slot's anew
+            hit = self._caches.pop(slot, None) if self.kv_cache else None
             if (
                 hit is not None
                 and len(hit.ids) < len(context)
@@ -176,35 +183,41 @@ class HFGenerator:
     def _prefill(self, rows: list[_Row]) -> torch.Tensor:
         """Encode every row's suffix against its cache, rows of similar suffix lengths in
         one forward each (a turn's suffixes range from a short user reply to a long tool
-        result: one padded batch computed ~2x the tokens there are), then lay all rows out
-        in one decode batch. Returns ``(B, V)`` logits of each row's next token; leaves the
-        batch cache and mask in ``self``."""
+        result: one padded batch computed ~2x the tokens there are), each written straight
+        into one decode batch, and each row's own cache let go once it is there: the batch
+        is then the only copy of the keys/values (at 60 rows near a 4K context, keeping
+        the rows' caches and an intermediate copy too tripled the memory, ~12 GB here).
+        Returns ``(B, V)`` logits of each row's next token; leaves the batch cache and mask
+        in ``self``."""
         device = self._device()
-        logits: list[torch.Tensor] = [torch.empty(0)] * len(rows)
-        encoded: list[KV] = [[] for _ in rows]  # per row: all its tokens' keys/values
-        for batch in padded_batches([len(r.suffix) for r in rows]):
-            out, kv = self._encode_suffixes([rows[i] for i in batch])
-            for k, i in enumerate(batch):
-                logits[i] = out[k]
-                encoded[i] = kv[k]
         lengths = [len(r.cached.ids) + len(r.suffix) for r in rows]
         width = max(lengths)
+        logits: list[torch.Tensor] = [torch.empty(0)] * len(rows)
+        layers: KV = []  # per layer: (B, H, width + SPARE_COLUMNS, D) keys, values
+        for batch in _within_budget(padded_batches([len(r.suffix) for r in rows]), rows):
+            out, kv, valid = self._encode_suffixes([rows[i] for i in batch])
+            if not layers:
+                shape = (len(rows), kv[0][0].shape[1], width + SPARE_COLUMNS, kv[0][0].shape[-1])
+                layers = [(k.new_zeros(shape), v.new_zeros(shape)) for k, v in kv]
+            for k, i in enumerate(batch):
+                logits[i] = out[k]
+                for (keys, values), (k_enc, v_enc) in zip(layers, kv, strict=True):
+                    keys[i, :, width - lengths[i] : width] = k_enc[k][:, valid[k]]
+                    values[i, :, width - lengths[i] : width] = v_enc[k][:, valid[k]]
+                rows[i].cached = _Cached(rows[i].cached.ids, [])
         mask = torch.zeros((len(rows), width), dtype=torch.long)  # (B, L): rows right-aligned
         for b, n in enumerate(lengths):
             mask[b, width - n :] = 1
         self._cache = DynamicCache()
-        self._cache.layers = [
-            _BufferedLayer(keys, values, width)
-            for keys, values in _right_aligned(encoded, width, width + SPARE_COLUMNS)
-        ]
+        self._cache.layers = [_BufferedLayer(keys, values, width) for keys, values in layers]
         self._mask = mask.to(device)
         self._positions = torch.tensor(lengths, device=device) - 1  # (B,) each last position
         return torch.stack(logits)
 
-    def _encode_suffixes(self, rows: list[_Row]) -> tuple[torch.Tensor, list[KV]]:
+    def _encode_suffixes(self, rows: list[_Row]) -> tuple[torch.Tensor, KV, torch.Tensor]:
         """One forward of the rows' suffixes after their caches, laid out as
-        ``[pad .. | cached_i | pad .. | suffix_i]``: ``(B, V)`` next-token logits and each
-        row's keys/values of all its tokens."""
+        ``[pad .. | cached_i | pad .. | suffix_i]``: ``(B, V)`` next-token logits, the
+        layers' ``(B, H, C+S, D)`` keys/values and the ``(B, C+S)`` mask of real columns."""
         device = self._device()
         width_c = max(len(r.cached.ids) for r in rows)
         width_s = max(len(r.suffix) for r in rows)
@@ -234,12 +247,7 @@ class HFGenerator:
             use_cache=True,
             logits_to_keep=1,
         )
-        valid = mask.bool()
-        kv = [
-            [(k[b][:, valid[b]], v[b][:, valid[b]]) for k, v in _layers(cache)]
-            for b in range(batch)
-        ]
-        return out.logits[:, -1].float(), kv
+        return out.logits[:, -1].float(), _layers(cache), mask.bool()
 
     def _decode(self, tokens: list[int]) -> torch.Tensor:
         device = self._device()
@@ -263,15 +271,24 @@ class HFGenerator:
         self._mask = self._mask[index]
         self._positions = self._positions[index]
 
-    def _store(self, row: _Row, b: int) -> None:
-        """Keep row ``b``'s keys/values for its slot's next turn: every token it encoded,
-        i.e. its context and all it generated but the last token."""
+    def _store(self, rows: list[_Row], batch_rows: list[int], consume: bool) -> None:
+        """Keep each row's keys/values (batch row ``batch_rows[i]``) for its slot's next
+        turn: every token it encoded, i.e. its context and all it generated but the last
+        token. ``consume``: the batch ends here, so each layer's buffer is let go once
+        copied out (peak: the batch and one layer, not two batches)."""
         if not self.kv_cache:
             return
-        valid = self._mask[b].bool()
-        kv = [(k[b][:, valid], v[b][:, valid]) for k, v in _layers(self._cache)]
-        ids = row.cached.ids + row.suffix + row.out_ids[:-1]
-        self._caches[row.slot] = _Cached(ids, kv)
+        valid = [self._mask[b].bool() for b in batch_rows]
+        kv: list[KV] = [[] for _ in rows]
+        layers = self._cache.layers
+        for index, layer in enumerate(layers):
+            for row_kv, b, columns in zip(kv, batch_rows, valid, strict=True):
+                row_kv.append((layer.keys[b][:, columns], layer.values[b][:, columns]))
+            if consume:
+                layers[index] = None
+        for row, row_kv in zip(rows, kv, strict=True):
+            ids = row.cached.ids + row.suffix + row.out_ids[:-1]
+            self._caches[row.slot] = _Cached(ids, row_kv)
 
     def _device(self) -> torch.device:
         return next(self.model.parameters()).device
@@ -335,6 +352,19 @@ class _BufferedLayer(DynamicLayer):
         self._keys = self._keys[indices]
         self._values = self._values[indices]
         self._view()
+
+
+def _within_budget(batches: list[list[int]], rows: list[_Row]) -> list[list[int]]:
+    """``batches`` split so that each lays out at most ``PREFILL_TOKENS`` (rows x (longest
+    cache + longest suffix)); one row at least."""
+    out = []
+    for batch in batches:
+        width = max(len(rows[i].cached.ids) for i in batch) + max(
+            len(rows[i].suffix) for i in batch
+        )
+        size = max(1, PREFILL_TOKENS // width)
+        out.extend(batch[k : k + size] for k in range(0, len(batch), size))
+    return out
 
 
 def _right_aligned(rows: list[KV], width: int, capacity: int) -> KV:

@@ -20,7 +20,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, PreTrainedTokenizerBase
+from transformers import (
+    AutoConfig,
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    LlamaConfig,
+    PretrainedConfig,
+    PreTrainedTokenizerBase,
+)
 
 from agents import cpu_attention
 from agents.precision import resolve_dtype
@@ -164,20 +171,8 @@ def load_model(cfg: ModelConfig) -> tuple[torch.nn.Module, PreTrainedTokenizerBa
         return _ready(model, device), AutoTokenizer.from_pretrained(path)
     tokenizer = load_tokenizer(cfg)
     if cfg.name == "tiny-random":
-        config = LlamaConfig(
-            vocab_size=len(tokenizer),
-            hidden_size=cfg.tiny_hidden_size,
-            intermediate_size=cfg.tiny_hidden_size * 2,
-            num_hidden_layers=cfg.tiny_layers,
-            num_attention_heads=4,
-            num_key_value_heads=2,
-            max_position_embeddings=8192,
-            bos_token_id=tokenizer.bos_token_id,
-            eos_token_id=tokenizer.eos_token_id,
-            tie_word_embeddings=True,
-        )
         torch.manual_seed(cfg.seed)
-        model = AutoModelForCausalLM.from_config(config, dtype=dtype)
+        model = AutoModelForCausalLM.from_config(_tiny_config(cfg, tokenizer), dtype=dtype)
     else:
         path = smollm2_checkpoint(cfg.cache_dir) if cfg.name == "smollm2" else cfg.name
         try:
@@ -185,6 +180,38 @@ def load_model(cfg: ModelConfig) -> tuple[torch.nn.Module, PreTrainedTokenizerBa
         except OSError as e:
             raise ConfigError(f"cannot load model {cfg.name!r}: {e}") from e
     return _ready(model, device), tokenizer
+
+
+def _tiny_config(cfg: ModelConfig, tokenizer: PreTrainedTokenizerBase) -> LlamaConfig:
+    return LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=cfg.tiny_hidden_size,
+        intermediate_size=cfg.tiny_hidden_size * 2,
+        num_hidden_layers=cfg.tiny_layers,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=8192,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        tie_word_embeddings=True,
+    )
+
+
+def kv_bytes_per_token(cfg: ModelConfig, dtype: torch.dtype) -> int:
+    """Bytes of keys and values one token keeps in the model's cache, from its config alone
+    (no weights loaded)."""
+    if cfg.name == "tiny-random":
+        arch: PretrainedConfig = _tiny_config(cfg, load_tokenizer(cfg))
+    else:
+        source = cfg.init_from or (
+            smollm2_checkpoint(cfg.cache_dir) if cfg.name == "smollm2" else cfg.name
+        )
+        arch = AutoConfig.from_pretrained(os.path.expanduser(source))
+    arch = arch.get_text_config()
+    heads = arch.num_attention_heads
+    head_dim = getattr(arch, "head_dim", None) or arch.hidden_size // heads
+    kv_heads = getattr(arch, "num_key_value_heads", None) or heads
+    return 2 * arch.num_hidden_layers * kv_heads * head_dim * torch.finfo(dtype).bits // 8
 
 
 def _ready(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:

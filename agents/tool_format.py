@@ -1,9 +1,11 @@
 """The text form of tool calls: Hermes/Qwen-style ``<tool_call>{json}</tool_call>`` blocks.
 
 The model writes free text with zero or more blocks, each a JSON object
-``{"name": str, "arguments": {...}}``. ``parse_action`` turns that text into the env's
-typed :class:`~envs.core.AgentAction`; ``format_action`` writes an action back in the same
-form (gold replays, SFT targets), so ``parse_action(format_action(a)) == a``.
+``{"name": str, "arguments": {...}}``, or a message that is one such object alone (with
+``parameters`` for ``arguments``: what Llama 3.1's template asks for). ``parse_action``
+turns that text into the env's typed :class:`~envs.core.AgentAction`; ``format_action``
+writes an action back in the Hermes form (gold replays, SFT targets), so
+``parse_action(format_action(a)) == a``.
 Reasoning blocks (``<think>...</think>``) are kept in ``content`` untouched.
 """
 
@@ -31,7 +33,7 @@ def _read_call(raw: str) -> ToolCall | None:
     data = _json(raw)
     if not isinstance(data, dict) or not isinstance(data.get("name"), str) or not data["name"]:
         return None
-    arguments = data.get("arguments", {})
+    arguments = data.get("arguments", data.get("parameters", {}))
     if isinstance(arguments, str):  # some models double-encode the arguments
         arguments = _json(arguments)
     if not isinstance(arguments, dict):
@@ -51,6 +53,9 @@ def parse_action(text: str) -> AgentAction:
         else:
             calls.append(call)
     content = _BLOCK.sub("", text).strip()
+    bare = _read_call(content) if content.startswith("{") and not (calls or malformed) else None
+    if bare is not None:  # Llama 3.1's form: the whole message one JSON call
+        return AgentAction(tool_calls=(bare,))
     return AgentAction(content=content, tool_calls=tuple(calls), malformed=tuple(malformed))
 
 

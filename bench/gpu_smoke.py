@@ -1,6 +1,6 @@
 """One SGCD step of the paper's τ³-airline recipe on one GPU, with vLLM rollouts.
 
-    make gpu-smoke [GPU_MODEL=<hub id of a ChatML model, 0.5B-4B>]
+    make gpu-smoke [GPU_MODEL=<hub id of a chat model, 0.5B-4B>]
 
 For the first user with a GPU: checks in minutes that the GPU path (vLLM sampler, learner
 and teacher scoring on the GPU, weight sync) runs end to end, and prints where the step's

@@ -18,6 +18,13 @@ from envs.core import ConfigError, build_config, did_you_mean
 
 # top-level keys that must be whole numbers (at least 1; null where it means "all")
 POSITIVE_INTS = {"num_tasks": True, "batch_size": False, "eval_batch": False, "parallel": False}
+# The hf generator's keys/values at a turn's peak, as a multiple of rows x context x bytes
+# a token: the decode batch beside the rows' caches of the turn before (measured 2.1x on
+# 60 SmolLM2 rows near 3K tokens here, agents/hf_generation.py)
+KV_PEAK_COPIES = 2.2
+# share of the machine's memory the keys/values of all processes may take at full context;
+# the rest holds weights, optimizer states, activations and the OS
+KV_MEMORY_SHARE = 0.75
 
 
 def hydra_error(e: HydraException, config: dict[str, Any] | None = None) -> str:
@@ -93,6 +100,41 @@ def check_rollout(model_cfg: dict[str, Any], rollout_cfg: dict[str, Any]) -> Non
     build_config(ChatFormatConfig, rollout_cfg["chat_format"], "rollout.chat_format")
 
 
+def machine_memory_bytes() -> int:
+    """Physical memory, or the cgroup's limit where it is lower (a container's share)."""
+    total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    limit = Path("/sys/fs/cgroup/memory.max")
+    if limit.exists() and limit.read_text().strip().isdigit():
+        total = min(total, int(limit.read_text()))
+    return total
+
+
+def check_memory(c: dict[str, Any], rows: int, rows_key: str, processes: int = 1) -> None:
+    """Refuse batches whose keys/values can outgrow this machine once episodes reach
+    ``rollout.max_context_tokens`` (a weak model's do): a 60-row evaluation was killed for
+    memory after minutes of work, where this says so before any."""
+    from agents.model import ModelConfig, kv_bytes_per_token, resolve_device
+    from agents.precision import resolve_dtype
+
+    context = c["rollout"]["max_context_tokens"]
+    if c["rollout"]["backend"] != "hf" or context is None:
+        return
+    model = build_config(ModelConfig, c["model"], "model")
+    dtype = resolve_dtype(model.dtype, resolve_device(model.device)).dtype
+    per_token = kv_bytes_per_token(model, dtype)
+    need = KV_PEAK_COPIES * rows * context * per_token * processes
+    have = machine_memory_bytes()
+    if need > KV_MEMORY_SHARE * have:
+        lower = f"{rows_key}" + (" or parallel" if processes > 1 else "")
+        raise ConfigError(
+            f"{rows_key}={rows} rows x rollout.max_context_tokens={context}"
+            + (f" x parallel={processes}" if processes > 1 else "")
+            + f" can hold {need / 1e9:.1f} GB of keys/values ({per_token / 1e3:.0f} KB a "
+            f"token in {str(dtype).removeprefix('torch.')}); this machine has "
+            f"{have / 1e9:.0f} GB: lower {lower} or rollout.max_context_tokens"
+        )
+
+
 def check_acting(c: dict[str, Any]) -> None:
     """The env, and the policy that acts in it: its model and rollout options."""
     check_env(c["env"])
@@ -123,6 +165,17 @@ def check_train(c: dict[str, Any]) -> None:
     build_config(TrackingConfig, c["tracking"], "tracking")
     if c.get("run_dir"):
         writable_dir(c["run_dir"], "run_dir")
+
+
+def _run_rows(c: dict[str, Any]) -> tuple[int, str]:
+    """A run's widest batch: its evaluation's or its training rollouts' rows."""
+    from learners.train import TrainConfig
+
+    train = build_config(TrainConfig, c["train"], "train")
+    rollout_rows = train.draw_size * c["rollout"]["n"]
+    if c["eval_batch"] >= rollout_rows:
+        return c["eval_batch"], "eval_batch"
+    return rollout_rows, "train.groups_per_draw x rollout.n"
 
 
 def check_sft(c: dict[str, Any]) -> None:
@@ -156,6 +209,7 @@ def check_compare(c: dict[str, Any], runs: list[dict[str, Any]]) -> None:
     check_acting(runs[0])  # env, model and rollout are the same for every run
     for run in runs:
         check_train(run)
+    check_memory(runs[0], *_run_rows(runs[0]), min(c["parallel"], len(runs)))
 
 
 def check_before_work(command: str, c: dict[str, Any]) -> None:
@@ -164,9 +218,12 @@ def check_before_work(command: str, c: dict[str, Any]) -> None:
     check_positive_ints(c)
     if command in ("evaluate", "rollout", "sft", "train"):
         check_acting(c)
+    if command == "evaluate":
+        check_memory(c, c["batch_size"], "batch_size")
     if command == "sft":
         check_sft(c)
     elif command == "train":
         check_train(c)
+        check_memory(c, *_run_rows(c))
     if c.get("out_dir") and command in ("evaluate", "sft", "compare"):
         writable_dir(c["out_dir"], "out_dir")

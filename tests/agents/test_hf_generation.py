@@ -4,6 +4,7 @@ context whole, log-probs equal to a teacher-forced forward, caches dropped when 
 import pytest
 import torch
 
+from agents import hf_generation
 from agents.env_pool import EnvSpec, LocalEnvPool
 from agents.generation import SamplingConfig
 from agents.hf_generation import SPARE_COLUMNS, HFGenerator
@@ -87,6 +88,20 @@ def _assert_logprobs_match_a_forward(model, ids, logprobs):
     generated = recorded != 0
     assert generated.sum() > 0
     assert torch.allclose(full[generated], recorded[generated], atol=1e-4)
+
+
+def test_prefill_split_by_the_token_budget_stays_exact(tiny, chat, monkeypatch):
+    """A budget below any row's context: each row's prefill is a forward of its own."""
+    model, _ = tiny
+    sampling = SamplingConfig(temperature=1.0, top_p=0.9, max_new_tokens=8)
+    monkeypatch.setattr(hf_generation, "PREFILL_TOKENS", 1)
+    ids, logprobs, _ = _turns(_generator(model, chat), sampling)
+    monkeypatch.undo()
+    plain_ids, plain_logprobs, _ = _turns(_generator(model, chat, kv_cache=False), sampling)
+    assert ids == plain_ids
+    for slot in ids:
+        a, b = torch.tensor(logprobs[slot]), torch.tensor(plain_logprobs[slot])
+        assert torch.allclose(a, b, atol=1e-4)
 
 
 def test_recorded_logprobs_equal_a_teacher_forced_forward(sampled, tiny, chat):

@@ -44,12 +44,25 @@ def test_the_real_probe_times_both_dtypes():
     assert set(figures) == {"float32", "bfloat16"} and all(v > 0 for v in figures.values())
 
 
+def test_one_slow_round_does_not_decide_the_probe(monkeypatch):
+    """Rounds alternate the dtypes and each keeps its best: bf16's one slow round (as when
+    another process took the core) loses to its other rounds, not to fp32."""
+    from agents import precision
+
+    rates = iter([150.0, 80.0] + [150.0, 600.0] * (precision.PROBE_ROUNDS - 1))
+    monkeypatch.setattr(precision, "_probed", {})
+    monkeypatch.setattr(precision, "_matmul_gflops", lambda *args: next(rates))
+    chosen = resolve_dtype("auto")
+    assert chosen.dtype == torch.bfloat16
+    assert chosen.gflops == {"float32": 150.0, "bfloat16": 600.0}
+
+
 def test_an_adopted_probe_decides_auto_without_timing(monkeypatch):
     """Runs a compare starts together adopt its probe figures instead of timing their own."""
     from agents import precision
 
     monkeypatch.setattr(precision, "_probed", {})
-    monkeypatch.setattr(precision, "_matmul_gflops", lambda dtype: pytest.fail("timed"))
+    monkeypatch.setattr(precision, "_matmul_gflops", lambda *args: pytest.fail("timed"))
     for figures, expected in (
         ({"float32": 9.0, "bfloat16": 1.0}, torch.float32),
         ({"float32": 1.0, "bfloat16": 9.0}, torch.bfloat16),

@@ -64,7 +64,8 @@ def test_response_mask_is_exactly_the_generated_tokens(gold_group, chat):
     assert observation_turns and all(
         not any(episode.response_mask[t.start : t.end]) for t in observation_turns
     )
-    assert "<tool_response>" in chat.tokenizer.decode(episode.ids[observation_turns[0].start :])
+    tool_turn = chat.markers.headers["tool"]
+    assert tool_turn in chat.tokenizer.decode(episode.ids[observation_turns[0].start :])
 
 
 def test_every_context_is_a_prefix_of_the_final_sequence(gold_group):

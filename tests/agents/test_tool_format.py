@@ -36,6 +36,11 @@ CASES = [
         0,
     ),
     ("<tool_call>{not closed", "", [], 1),
+    # Llama 3.1's form: the whole message one JSON object, "parameters" for the arguments
+    ('{"name": "f", "parameters": {"a": 1}}', "", [ToolCall("f", {"a": 1})], 0),
+    (' {"name": "f", "arguments": {}}\n', "", [ToolCall("f", {})], 0),
+    ('{"a": 1}', '{"a": 1}', [], 0),
+    ('{"name": "f"} and more', '{"name": "f"} and more', [], 0),
     # nested past Python's recursion limit: json raises RecursionError, not a decode error
     ("<tool_call>" + "[" * 100_000 + "</tool_call>", "", [], 1),
     ('<tool_call>{"name": "f", "arguments": "' + "[" * 100_000 + '"}</tool_call>', "", [], 1),

@@ -5,7 +5,7 @@ import pytest
 import torch
 from credit_helpers import CharPrompts, make_episode, make_group
 
-from agents.credit_prompts import TEACHER_BLOCK, ChatTaskPrompts
+from agents.credit_prompts import ChatTaskPrompts
 from agents.env_pool import EnvSpec, LocalEnvPool
 from agents.generation import ScriptedGenerator
 from agents.rollout import Policy, RolloutConfig, rollout_groups
@@ -181,7 +181,7 @@ def test_ground_truth_reaches_the_teacher_and_no_student_context(airline):
     assert all(call in reference for call in calls)
     assert all(answer in reference for answer in labels.answers)
     block = chat.tokenizer(
-        TEACHER_BLOCK.format(title=TITLE, context=reference), add_special_tokens=False
+        f"<|im_start|>system\n{TITLE}\n{reference}<|im_end|>\n", add_special_tokens=False
     ).input_ids
     assert _contains(prompts.teacher_prompt_ids(group, reference), block)
     # The winning sibling replays the gold calls, so it is the block (title + rendered

@@ -50,6 +50,10 @@ BAD_INPUTS = [
     (["sft", "source=teacher"], "source=teacher needs teacher="),
     (["train", "env=appworld", "env.data_root=/nonexistent"], "no AppWorld data under"),
     (["evaluate", "env.max_turns=x"], "max_turns='x': expected int"),
+    # keys/values at full context past any machine's memory (~20 TB)
+    (["evaluate", "batch_size=100000"], "lower batch_size or rollout.max_context_tokens"),
+    (["train", "eval_batch=100000"], "lower eval_batch or rollout.max_context_tokens"),
+    (["compare", "parallel=2", "eval_batch=100000"], "x parallel=2 can hold"),
 ]
 
 
@@ -100,3 +104,19 @@ def test_no_command_is_a_mistake_with_the_usage(monkeypatch, capsys):
     with pytest.raises(SystemExit) as done:
         cli.main()
     assert done.value.code == 2 and "commands:" in capsys.readouterr().err
+
+
+def test_parallel_runs_multiply_the_keys_values_a_machine_must_hold(monkeypatch):
+    from envs.core import ConfigError
+    from learners import preflight
+
+    c = {
+        "rollout": {"backend": "hf", "max_context_tokens": 1000},
+        "model": {"name": "tiny-random", "dtype": "float32", "device": "cpu"},
+    }
+    one_run = preflight.KV_PEAK_COPIES * 10 * 1000 * 512  # tiny-random: 512 B a token
+    room = 1.5 * one_run / preflight.KV_MEMORY_SHARE
+    monkeypatch.setattr(preflight, "machine_memory_bytes", lambda: int(room))
+    preflight.check_memory(c, 10, "eval_batch", processes=1)
+    with pytest.raises(ConfigError, match="eval_batch=10 rows .* x parallel=2 can hold"):
+        preflight.check_memory(c, 10, "eval_batch", processes=2)
