@@ -10,11 +10,11 @@ from agents.chat import make_chat_backend
 from agents.chat_format import ChatFormat, ChatFormatConfig
 from agents.chat_generation import ChatBackendGenerator
 from agents.env_pool import EnvPool, EnvSpec, LocalEnvPool, RayEnvPool
-from agents.generation import SamplingConfig, make_generator
+from agents.generation import Generator, SamplingConfig
 from agents.model import ModelConfig, load_model, load_tokenizer
 from agents.ray_runtime import RayConfig, init_ray
 from agents.rollout import Policy, RolloutConfig
-from envs.core import ConfigError, build_config, did_you_mean
+from envs.config import ConfigError, build_config, did_you_mean
 
 # who produces the policy's messages: a local transformers model, a vLLM engine, a chat API
 BACKENDS = ("hf", "vllm", "chat")
@@ -74,3 +74,26 @@ def build_pool(spec: EnvSpec, size: int, rollout_cfg: dict[str, Any]) -> EnvPool
     config = build_config(RayConfig, ray_cfg, "rollout.ray")
     init_ray(config)
     return RayEnvPool(spec, size, config.num_cpus_per_env)
+
+
+def make_generator(
+    backend: str,
+    model: torch.nn.Module,
+    end_id: int,
+    pad_id: int,
+    model_path: str | None = None,
+    kv_cache: bool = True,
+) -> Generator:
+    """``hf`` (this process's model; ``kv_cache``: keep each episode's keys/values across
+    turns) or ``vllm`` (a GPU engine on ``model_path``, with its own prefix caching)."""
+    if backend == "hf":
+        from agents.hf_generation import HFGenerator
+
+        return HFGenerator(model, end_id, pad_id, kv_cache)
+    if backend == "vllm":
+        from agents.vllm_generation import VLLMConfig, VLLMGenerator
+
+        if model_path is None:
+            raise ConfigError("the vllm backend loads a checkpoint: set model.init_from")
+        return VLLMGenerator(model_path, end_id, VLLMConfig())
+    raise ConfigError(f"unknown generation backend {backend!r}; known: ['hf', 'vllm']")

@@ -22,7 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from envs.core import ConfigError, build_config
+from envs.config import ConfigError, build_config
 
 
 class ChatBackendError(RuntimeError):

@@ -29,7 +29,7 @@ from typing import Any
 from transformers import PreTrainedTokenizerBase
 
 from agents.tool_format import CLOSE, OPEN
-from envs.core import ConfigError
+from envs.config import ConfigError
 
 TOOL_INSTRUCTIONS = (
     '# Tools\nTo call a tool, write {open}{{"name": <tool name>, "arguments": '

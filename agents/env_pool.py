@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
 from agents.chat import make_chat_backend
-from envs.core import AgentAction, ConfigError, ToolUseEnv
+from envs.config import ConfigError
+from envs.core import AgentAction, ToolUseEnv
 from envs.factory import make_env, make_user
 
 A = TypeVar("A")

@@ -18,10 +18,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-import torch
-
-from envs.core import ConfigError
-
 
 @dataclass(frozen=True)
 class SamplingConfig:
@@ -77,26 +73,3 @@ class ScriptedGenerator:
 
     def release(self, slots: list[int]) -> None:
         """Nothing to drop: a script is consumed as it is written."""
-
-
-def make_generator(
-    backend: str,
-    model: torch.nn.Module,
-    end_id: int,
-    pad_id: int,
-    model_path: str | None = None,
-    kv_cache: bool = True,
-) -> Generator:
-    """``hf`` (this process's model; ``kv_cache``: keep each episode's keys/values across
-    turns) or ``vllm`` (a GPU engine on ``model_path``, with its own prefix caching)."""
-    if backend == "hf":
-        from agents.hf_generation import HFGenerator
-
-        return HFGenerator(model, end_id, pad_id, kv_cache)
-    if backend == "vllm":
-        from agents.vllm_generation import VLLMConfig, VLLMGenerator
-
-        if model_path is None:
-            raise ConfigError("the vllm backend loads a checkpoint: set model.init_from")
-        return VLLMGenerator(model_path, end_id, VLLMConfig())
-    raise ConfigError(f"unknown generation backend {backend!r}; known: ['hf', 'vllm']")

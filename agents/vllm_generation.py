@@ -20,7 +20,7 @@ from typing import Any
 import torch
 
 from agents.generation import Generated, SamplingConfig
-from envs.core import ConfigError
+from envs.config import ConfigError
 
 
 @dataclass(frozen=True)

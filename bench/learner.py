@@ -9,7 +9,7 @@ warm-up SGCD step:
 
 * per-episode -- each sibling's prompt + continuation encoded whole, forward+backward one
   sibling at a time (the update before the shared-prefix forward);
-* shared-prefix -- ``learners.train.backward_groups``: the prompt once, the continuations
+* shared-prefix -- ``learners.training.train.backward_groups``: the prompt once, the continuations
   in one micro-batch; the gradient must equal the per-episode one;
 * GRPO step / SGCD step -- credit assignment plus the update, SGCD with the local
   analyst (SmolLM2 writing the credit reference) and teacher scoring.
@@ -28,16 +28,16 @@ import torch
 
 from agents.build import build_policy
 from agents.chat import make_chat_backend
-from agents.credit_prompts import ChatTaskPrompts
 from agents.env_pool import EnvSpec, LocalEnvPool
 from agents.generation import SamplingConfig
 from agents.model import ModelConfig, load_model
 from agents.precision import resolve_dtype
 from agents.rollout import RolloutConfig, rollout_groups
 from credit import get_credit
+from credit.task_prompts import ChatTaskPrompts
 from credit.teacher import Teacher
 from learners.registry import LearnerContext, LossInput, get_learner
-from learners.train import TEACHER_TITLE, backward_groups
+from learners.training.train import TEACHER_TITLE, backward_groups
 
 
 def _group(env: str, n: int, max_new_tokens: int, max_steps: int):

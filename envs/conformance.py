@@ -10,14 +10,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Sequence
 
-from envs.core import (
-    FINAL_INFO_KEYS,
-    STEP_INFO_KEYS,
-    AgentAction,
-    TaskLabels,
-    ToolCall,
-    ToolUseEnv,
-)
+from envs.core import FINAL_INFO_KEYS, STEP_INFO_KEYS, AgentAction, TaskLabels, ToolCall, ToolUseEnv
 
 EnvFactory = Callable[[], ToolUseEnv]
 STOP_ACTION = AgentAction(content="###STOP###")

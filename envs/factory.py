@@ -9,7 +9,8 @@ from typing import Any
 import gymnasium
 
 from envs import ENV_IDS
-from envs.core import ConfigError, ToolUseEnv, build_config
+from envs.config import ConfigError, build_config
+from envs.core import ToolUseEnv
 from envs.users import ChatBackend, LLMUser, ScriptedUser, UserSimulator
 
 

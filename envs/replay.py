@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from envs.core import AgentAction, ConfigError, ToolUseEnv
+from envs.config import ConfigError
+from envs.core import AgentAction, ToolUseEnv
 
 DO_NOTHING = [AgentAction(content="Sorry.")]
 POLICIES = ("gold", "do_nothing")

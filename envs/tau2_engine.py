@@ -26,7 +26,7 @@ from tau2.environment.environment import Environment  # noqa: E402
 from tau2.environment.toolkit import ToolType  # noqa: E402
 
 from envs.categories import task_category  # noqa: E402
-from envs.core import ConfigError  # noqa: E402
+from envs.config import ConfigError  # noqa: E402
 
 
 class DataIntegrityError(RuntimeError):

@@ -16,16 +16,8 @@ import difflib
 from dataclasses import dataclass
 from typing import Any
 
-from envs.core import (
-    AgentAction,
-    ConfigError,
-    EpisodeCounters,
-    TaskLabels,
-    TaskSpec,
-    ToolCall,
-    ToolUseEnv,
-    build_config,
-)
+from envs.config import ConfigError, build_config
+from envs.core import AgentAction, EpisodeCounters, TaskLabels, TaskSpec, ToolCall, ToolUseEnv
 from envs.tau2_engine import TauDomain
 from envs.tau2_scoring import score_episode, summary
 from envs.users import STOP, ScriptedUser, UserIdentity, UserScenario, UserSimulator, is_stop

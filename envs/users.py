@@ -20,7 +20,7 @@ import hashlib
 from dataclasses import asdict, dataclass
 from typing import Any, Protocol
 
-from envs.core import ConfigError
+from envs.config import ConfigError
 
 STOP = "###STOP###"
 TRANSFER = "###TRANSFER###"

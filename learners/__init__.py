@@ -1,4 +1,5 @@
-"""Learners (losses over token advantages), the training loop, evaluation and metrics.
+"""Learners: losses over token advantages, their registry and the loss-side forward, SFT,
+and the ``toolgym`` command. The run loop is in ``training/``, comparisons in ``reports/``.
 
 Importing the package registers the built-in learners."""
 

@@ -119,7 +119,7 @@ def run_rollout(cfg: DictConfig) -> None:
 
 
 def _print_eval(groups, m: dict[str, float], title: str) -> None:
-    from learners.compare_stats import pass_k_table
+    from learners.reports.stats import pass_k_table
 
     log.info(f"{'task':>6}  {'category':<17} {'passed':>6}  tool calls (first episode)")
     for g in groups:
@@ -152,7 +152,7 @@ def run_evaluate(cfg: DictConfig) -> None:
     from agents.build import build_policy, build_pool, rollout_config
     from agents.env_pool import EnvSpec
     from agents.episode import load_groups, save_groups
-    from learners.evaluate import evaluate_policy, scripted_bounds, write_eval
+    from learners.training.evaluate import evaluate_policy, scripted_bounds, write_eval
 
     c = OmegaConf.to_container(cfg, resolve=True)
     spec = EnvSpec(c["env"], c["user"])
@@ -216,9 +216,9 @@ def run_sft(cfg: DictConfig) -> None:
     from agents.episode import save_groups
     from agents.precision import resolve_dtype
     from agents.trajectories import gold_replay_records, teacher_records
-    from envs.core import build_config, check_not_held_out
-    from learners.checkpoint import save_checkpoint
+    from envs.config import build_config, check_not_held_out
     from learners.sft import SFTConfig, train_sft
+    from learners.training.checkpoint import save_checkpoint
 
     c = OmegaConf.to_container(cfg, resolve=True)
     check_not_held_out(c["env"]["split"], c["env"]["test_splits"], "SFT data")
@@ -274,8 +274,8 @@ def run_sft(cfg: DictConfig) -> None:
 
 
 def run_train(cfg: DictConfig) -> None:
-    from envs.core import ConfigError
-    from learners.distributed import launched_ranks
+    from envs.config import ConfigError
+    from learners.training.distributed import launched_ranks
 
     if launched_ranks() > 1 and not cfg.run_dir:
         raise ConfigError("learner ranks (torchrun) share one run directory: set run_dir=<dir>")
@@ -290,12 +290,12 @@ def train_one(c: dict, run_dir: Path, between_steps: Callable[[], None] | None =
     from agents.chat import make_chat_backend
     from agents.env_pool import EnvSpec
     from agents.model import ModelConfig, load_model
-    from envs.core import build_config, check_not_held_out
-    from learners.checkpoint import load_trainer_state, recover_checkpoint
-    from learners.distributed import start_ranks, stop_ranks
+    from envs.config import build_config, check_not_held_out
     from learners.registry import get_learner
-    from learners.tracking import TrackingConfig, make_trackers
-    from learners.train import RunParts, TrainConfig, Trainer
+    from learners.training.checkpoint import load_trainer_state, recover_checkpoint
+    from learners.training.distributed import start_ranks, stop_ranks
+    from learners.training.tracking import TrackingConfig, make_trackers
+    from learners.training.train import RunParts, TrainConfig, Trainer
 
     check_not_held_out(c["env"]["split"], c["env"]["test_splits"], "training")
     train_cfg = build_config(TrainConfig, c["train"], "train")
@@ -385,7 +385,7 @@ def train_one(c: dict, run_dir: Path, between_steps: Callable[[], None] | None =
         log.info(f"held-out evaluation: {n_eval} tasks (floor and ceiling scored first)")
         trainer.run(on_step, on_eval=track, on_eval_tasks=on_eval_tasks)
     stop_ranks(ranks)
-    from learners.comparison import updated_steps
+    from learners.reports.comparison import updated_steps
 
     last = json.loads((run_dir / "eval.jsonl").read_text().splitlines()[-1])
     steps = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
@@ -419,7 +419,7 @@ def compare_runs(cfg: DictConfig) -> dict[str, dict]:
 
 def run_compare(cfg: DictConfig) -> None:
     """Each learner x seed on identical tasks, user and seeds, then the report."""
-    from learners.report import ReportConfig, write_report
+    from learners.reports.report import ReportConfig, write_report
 
     out = Path(cfg.out_dir) if cfg.out_dir else _output_dir()
     runs = compare_runs(cfg)
@@ -435,7 +435,7 @@ def run_compare(cfg: DictConfig) -> None:
 
 def _train_in_processes(runs: dict[str, dict], out: Path, parallel: int, verbose: bool) -> None:
     """``parallel`` runs at a time, each in its own process with an equal share of the
-    intra-op threads among the runs still training (:mod:`learners.thread_share`): one
+    intra-op threads among the runs still training (:mod:`learners.training.thread_share`): one
     process leaves a core idle whenever it runs Python (env steps, scoring, a decode step's
     dispatch), and one thread per process also spends less on synchronising small ops.
     Every run probes no dtype itself (they would time the CPU while the others load it):
@@ -446,7 +446,7 @@ def _train_in_processes(runs: dict[str, dict], out: Path, parallel: int, verbose
     import torch
 
     from agents.precision import probe_cpu
-    from learners.thread_share import ThreadShare
+    from learners.training.thread_share import ThreadShare
 
     context = multiprocessing.get_context("spawn")  # no forked torch/Ray state
     share = ThreadShare(
@@ -573,7 +573,7 @@ def _fail(name: str, message: str) -> None:
 def main() -> None:
     from hydra.errors import HydraException
 
-    from envs.core import ConfigError, did_you_mean
+    from envs.config import ConfigError, did_you_mean
     from envs.tau2_engine import DataIntegrityError
     from learners.preflight import check_before_work, check_compare, hydra_error
 

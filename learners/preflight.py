@@ -14,7 +14,7 @@ from typing import Any
 from hydra.errors import HydraException, MissingConfigException, OverrideParseException
 
 from agents.chat import check_chat_backend
-from envs.core import ConfigError, build_config, did_you_mean
+from envs.config import ConfigError, build_config, did_you_mean
 
 # top-level keys that must be whole numbers (at least 1; null where it means "all")
 POSITIVE_INTS = {"num_tasks": True, "batch_size": False, "eval_batch": False, "parallel": False}
@@ -147,8 +147,8 @@ def check_train(c: dict[str, Any]) -> None:
     ``compare``): the learner, its analyst, the loop's and tracking's options."""
     from agents.precision import check_dtype_name
     from learners.registry import get_learner, known_learners
-    from learners.tracking import TrackingConfig
-    from learners.train import TrainConfig
+    from learners.training.tracking import TrackingConfig
+    from learners.training.train import TrainConfig
 
     name = c["learner"]["name"]
     if name == "sft":
@@ -169,7 +169,7 @@ def check_train(c: dict[str, Any]) -> None:
 
 def _run_rows(c: dict[str, Any]) -> tuple[int, str]:
     """A run's widest batch: its evaluation's or its training rollouts' rows."""
-    from learners.train import TrainConfig
+    from learners.training.train import TrainConfig
 
     train = build_config(TrainConfig, c["train"], "train")
     rollout_rows = train.draw_size * c["rollout"]["n"]

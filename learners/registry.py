@@ -1,4 +1,4 @@
-"""Learners: each says only how its loss differs; the loop (learners/train.py) is shared.
+"""Learners: each says only how its loss differs; the loop (learners/training/train.py) is shared.
 
 A learner is a class registered by name with :func:`register_learner`, built from its
 config dataclass. The loop gives it one episode at a time (:class:`LossInput`, with the
@@ -23,7 +23,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from agents.episode import Episode, EpisodeGroup
 from credit.teacher import Teacher
-from envs.core import ConfigError, did_you_mean
+from envs.config import ConfigError, did_you_mean
 from learners.forward import episode_logprobs
 
 

@@ -104,7 +104,7 @@ MUTATIONS = [
     ),
     Mutation(
         "reference model updated with the policy",
-        "learners/train.py",
+        "learners/training/train.py",
         (("return copy.deepcopy(model).eval().requires_grad_(False)", "return model"),),
         ("tests/learners/test_losses.py::test_the_reference_policy_is_a_frozen_copy",),
     ),

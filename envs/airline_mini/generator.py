@@ -35,7 +35,7 @@ from tau2.environment.environment import Environment
 
 from envs.airline_mini.policy import TODAY, cancellation_allowed
 from envs.categories import TRANSFER_TOOL
-from envs.core import ConfigError
+from envs.config import ConfigError
 
 DOMAIN_NAME = "airline_mini"
 

@@ -59,16 +59,15 @@ from envs.appworld.server import (
     ServerSettings,
 )
 from envs.appworld.tasks import AppWorldData, AppWorldTask
+from envs.config import ConfigError, build_config
 from envs.core import (
     ENV_FAILURE,
     AgentAction,
-    ConfigError,
     EpisodeCounters,
     TaskLabels,
     TaskSpec,
     ToolCall,
     ToolUseEnv,
-    build_config,
 )
 from envs.users import STOP
 

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from envs.core import ConfigError
+from envs.config import ConfigError
 
 LAUNCHER = Path(__file__).with_name("launcher.py")
 PORT_IN_USE_STATUS = 3  # the launcher's exit status when it cannot bind

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
-from envs.core import ConfigError
+from envs.config import ConfigError
 
 SPLITS = ("train", "dev", "test_normal", "test_challenge")
 # Apps every world loads; AppWorld does not count them among a task's required apps.

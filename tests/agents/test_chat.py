@@ -8,7 +8,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from agents.chat import ChatBackendError, complete_many, make_chat_backend
-from envs.core import ConfigError
+from envs.config import ConfigError
 from envs.users import STOP
 
 MESSAGES = [

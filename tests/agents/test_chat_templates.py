@@ -9,12 +9,12 @@ import pytest
 from transformers import AutoTokenizer
 
 from agents.chat_format import ChatFormat, ChatFormatConfig
-from agents.credit_prompts import ChatTaskPrompts
 from agents.env_pool import EnvSpec, LocalEnvPool
 from agents.generation import ScriptedGenerator
 from agents.model import ModelConfig, load_tokenizer
 from agents.rollout import Policy, RolloutConfig, rollout_groups
 from agents.tool_format import format_action
+from credit.task_prompts import ChatTaskPrompts
 
 # built by `make test` from PyPI (tests/agents/chat_templates.py)
 TEMPLATES = Path(__file__).resolve().parents[2] / ".cache" / "chat-templates"

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from agents.model import ModelConfig, load_model, resolve_device
-from envs.core import ConfigError
+from envs.config import ConfigError
 
 
 def test_auto_is_the_cpu_without_a_gpu(monkeypatch):

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from agents.precision import resolve_dtype
-from envs.core import ConfigError
+from envs.config import ConfigError
 
 
 def never_probe():

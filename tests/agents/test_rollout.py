@@ -12,7 +12,7 @@ from agents.episode import load_groups, save_groups
 from agents.generation import Generated, SamplingConfig, ScriptedGenerator
 from agents.rollout import Policy, RolloutConfig, rollout_groups
 from agents.tool_format import format_action
-from envs.core import ConfigError
+from envs.config import ConfigError
 
 SPEC = EnvSpec({"name": "tau3_airline", "split": "test"})
 TASK = "8"  # a state-changing test task with several tool calls

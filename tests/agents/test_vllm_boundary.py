@@ -5,9 +5,10 @@ from dataclasses import dataclass
 
 import pytest
 
-from agents.generation import SamplingConfig, make_generator
+from agents.build import make_generator
+from agents.generation import SamplingConfig
 from agents.vllm_generation import sampling_kwargs, to_generated
-from envs.core import ConfigError
+from envs.config import ConfigError
 
 
 @dataclass

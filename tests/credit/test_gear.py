@@ -5,7 +5,6 @@ import pytest
 import torch
 from credit_helpers import CharPrompts, make_episode, make_group
 
-from agents.credit_prompts import ChatTaskPrompts
 from agents.env_pool import EnvSpec, LocalEnvPool
 from agents.generation import ScriptedGenerator
 from agents.rollout import Policy, RolloutConfig, rollout_groups
@@ -14,6 +13,7 @@ from credit import Teacher, get_credit
 from credit.gear import GEARConfig, granular_credit
 from credit.reweight import rollout_credit
 from credit.saliency import SaliencyConfig
+from credit.task_prompts import ChatTaskPrompts
 from credit.teacher import ScoringConfig, SupportScores
 from envs.core import AgentAction
 

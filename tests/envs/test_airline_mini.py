@@ -17,7 +17,8 @@ from envs.airline_mini.tasks import (
     airline_mini_taskset,
 )
 from envs.airline_mini.tools import TOOL_NAMES
-from envs.core import AgentAction, ConfigError, ToolCall
+from envs.config import ConfigError
+from envs.core import AgentAction, ToolCall
 from envs.replay import replay
 from envs.tau2_engine import DataIntegrityError
 from envs.users import STOP

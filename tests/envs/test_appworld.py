@@ -27,7 +27,8 @@ from envs.appworld.env import REPO_ROOT, AppWorldEnv, AppWorldEnvConfig
 from envs.appworld.metrics import goal_completion
 from envs.appworld.server import PortInUseError
 from envs.appworld.world import APPWORLD_PYTHON, synthetic_world
-from envs.core import AgentAction, ConfigError, ToolCall, build_config
+from envs.config import ConfigError, build_config
+from envs.core import AgentAction, ToolCall
 from envs.factory import make_env
 
 SPLIT = "test_normal"

@@ -6,7 +6,8 @@ from collections import Counter
 
 import pytest
 
-from envs.core import AgentAction, ConfigError, ToolCall
+from envs.config import ConfigError
+from envs.core import AgentAction, ToolCall
 from envs.replay import replay
 from envs.tau2_engine import DataIntegrityError, verify_sha256
 from envs.tau3_airline.env import Tau3AirlineEnv

@@ -2,12 +2,12 @@ import pytest
 import torch
 
 from agents.chat_format import ChatFormat, ChatFormatConfig
-from agents.credit_prompts import ChatTaskPrompts
 from agents.env_pool import EnvSpec, LocalEnvPool
 from agents.generation import ScriptedGenerator
 from agents.model import ModelConfig, load_model
 from agents.rollout import Policy, RolloutConfig, rollout_groups
 from agents.tool_format import format_action
+from credit.task_prompts import ChatTaskPrompts
 from credit.teacher import Teacher
 
 

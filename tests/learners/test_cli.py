@@ -8,7 +8,8 @@ import sys
 import pytest
 
 from envs.appworld.world import synthetic_world
-from learners import cli, evaluate
+from learners import cli
+from learners.training import evaluate
 
 
 def toolgym(*args: str, tmp_path) -> subprocess.CompletedProcess:

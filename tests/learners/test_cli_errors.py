@@ -107,7 +107,7 @@ def test_no_command_is_a_mistake_with_the_usage(monkeypatch, capsys):
 
 
 def test_parallel_runs_multiply_the_keys_values_a_machine_must_hold(monkeypatch):
-    from envs.core import ConfigError
+    from envs.config import ConfigError
     from learners import preflight
 
     c = {

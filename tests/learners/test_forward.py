@@ -12,7 +12,7 @@ from credit import get_credit
 from learners.forward import shared_prefix_logits, token_logprobs
 from learners.registry import LearnerContext, LossInput, get_learner
 from learners.sft import SFTConfig, _backward_batch, _nll, _window
-from learners.train import backward_groups
+from learners.training.train import backward_groups
 
 # a random model moves little between contexts: let any relative spike count (SGCD, GEAR)
 SPIKES = {"credit": {"saliency": {"min_spike_divergence": 0.0}}}

@@ -12,7 +12,7 @@ from learners.grpo import GRPO, GRPOConfig, clipped_surrogate
 from learners.grpo_kl import GRPOKL, GRPOKLConfig, k3
 from learners.registry import LearnerContext, LossInput
 from learners.sdpo import SDPO, SDPOConfig
-from learners.train import frozen_copy
+from learners.training.train import frozen_copy
 
 
 def _context(teacher):

@@ -5,7 +5,7 @@ import pytest
 from agents.chat import make_chat_backend
 from agents.env_pool import EnvSpec, LocalEnvPool
 from agents.trajectories import gold_replay_records, teacher_records
-from envs.core import ConfigError, check_not_held_out
+from envs.config import ConfigError, check_not_held_out
 from learners.sft import SFTConfig, nll, train_sft
 
 SPEC = EnvSpec({"name": "airline_mini", "split": "train"})

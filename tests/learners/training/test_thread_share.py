@@ -4,7 +4,7 @@ import multiprocessing
 
 import torch
 
-from learners.thread_share import ThreadShare
+from learners.training.thread_share import ThreadShare
 
 
 def test_share_grows_as_runs_finish_and_is_applied_to_torch():

@@ -1,8 +1,8 @@
 """Trains a tiny GRPO run whose sibling groups are always mixed, alone or as one of the
-learner ranks torchrun started (tests/learners/test_distributed.py runs it both ways).
+learner ranks torchrun started (tests/learners/training/test_distributed.py runs it both ways).
 
-    python tests/learners/ranks_run.py RUN_DIR STEPS
-    torchrun --nproc_per_node=2 tests/learners/ranks_run.py RUN_DIR STEPS
+    python tests/learners/training/ranks_run.py RUN_DIR STEPS
+    torchrun --nproc_per_node=2 tests/learners/training/ranks_run.py RUN_DIR STEPS
 
 A random tiny model solves a task either always or never, so its groups carry no
 gradient. The rollouts are the real ones; only their rewards are set afterwards, 1 for
@@ -15,10 +15,10 @@ from pathlib import Path
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-import learners.train
+import learners.training.train
 from learners.cli import train_one
 
-CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
+CONFIG_DIR = Path(__file__).resolve().parents[3] / "configs"
 OVERRIDES = [
     "env=airline_mini",
     "model=tiny_random",
@@ -43,8 +43,8 @@ def mixed_rollouts(*args, **kwargs):
 
 if __name__ == "__main__":
     run_dir, steps = Path(sys.argv[1]), int(sys.argv[2])
-    rollout_groups = learners.train.rollout_groups
-    learners.train.rollout_groups = mixed_rollouts
+    rollout_groups = learners.training.train.rollout_groups
+    learners.training.train.rollout_groups = mixed_rollouts
     with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
         c = compose("train", overrides=[*OVERRIDES, f"train.steps={steps}"])
     train_one(OmegaConf.to_container(c, resolve=True), run_dir)

@@ -1,4 +1,4 @@
-"""Reading training run directories, as the training loop writes them (learners/train.py):
+"""Reading training run directories, as the training loop writes them (learners/training/train.py):
 
 * ``run.json`` -- ``{"env", "learner", "seed", "model", "config"}``.
 * ``metrics.jsonl`` -- one object per training step: ``"step"`` and namespaced scalars.
@@ -23,7 +23,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from envs.core import ConfigError
+from envs.config import ConfigError
 
 RUN_KEYS = ("env", "learner", "seed")
 EVAL_KEYS = ("step", "eval/success")

@@ -13,7 +13,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, Protocol
 
-from envs.core import ConfigError
+from envs.config import ConfigError
 
 BACKENDS = ("tensorboard", "wandb")
 WANDB_MODES = ("offline", "online")

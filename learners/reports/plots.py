@@ -18,8 +18,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from learners.compare_stats import Interval, step_curve
-from learners.runs import Run
+from learners.reports.runs import Run
+from learners.reports.stats import Interval, step_curve
 
 SHARE_LIMITS = (-0.03, 1.03)  # [0, 1] with a margin, so lines at 0 and 1 stay visible
 

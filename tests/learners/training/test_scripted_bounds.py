@@ -2,8 +2,8 @@
 computed once per process for the runs of a compare."""
 
 from agents.env_pool import EnvSpec
-from learners import evaluate
-from learners.evaluate import Bounds, scripted_bounds, shared_scripted_bounds
+from learners.training import evaluate
+from learners.training.evaluate import Bounds, scripted_bounds, shared_scripted_bounds
 
 SPEC = EnvSpec({"name": "airline_mini", "split": "test"})
 

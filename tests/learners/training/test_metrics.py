@@ -4,7 +4,7 @@ category, the zero-tool audit, tool use, group health and evaluator components."
 import pytest
 
 from agents.episode import Episode, EpisodeGroup, Turn
-from learners.metrics import episode_metrics, goal_completion_metrics
+from learners.training.metrics import episode_metrics, goal_completion_metrics
 
 
 def episode(task, category, reward, tools=(), components=None, texts=("ok",)):
@@ -120,7 +120,7 @@ def test_goal_completion_of_a_pass1_evaluation_by_scenario_facet():
 def test_env_failed_episodes_are_counted_and_their_groups_never_trained_on():
     from dataclasses import replace
 
-    from learners.train import signal_groups
+    from learners.training.train import signal_groups
 
     win, loss = episode("a", "state_changing", 1.0), episode("a", "state_changing", 0.0)
     dead = replace(loss, termination_reason="env_failure")

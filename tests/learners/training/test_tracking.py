@@ -11,9 +11,9 @@ from learner_helpers import config
 from tensorboardX.proto.event_pb2 import Event
 from wandb.proto.wandb_internal_pb2 import Record
 
-from envs.core import ConfigError, build_config
+from envs.config import ConfigError, build_config
 from learners.cli import train_one
-from learners.tracking import TrackingConfig, make_trackers
+from learners.training.tracking import TrackingConfig, make_trackers
 
 RECORD = {"env": "airline_mini", "learner": "grpo", "seed": 3, "config": {"train": {"lr": 0.5}}}
 STEPS = [

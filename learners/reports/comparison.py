@@ -4,8 +4,8 @@ and pass^k, which evaluator component failed, AppWorld's TGC/SGC by difficulty a
 (for episodes with a ``scenario`` facet), the zero-tool audit, group health and credit
 diagnostics.
 
-:func:`compare` turns loaded runs (:mod:`learners.runs`) into a :class:`Comparison`;
-:mod:`learners.report` renders it.
+:func:`compare` turns loaded runs (:mod:`learners.reports.runs`) into a :class:`Comparison`;
+:mod:`learners.reports.report` renders it.
 """
 
 from __future__ import annotations
@@ -18,8 +18,9 @@ import numpy as np
 
 from envs.appworld.metrics import SCENARIO_FACET, goal_completion
 from envs.categories import CATEGORIES
-from envs.core import ConfigError
-from learners.compare_stats import (
+from envs.config import ConfigError
+from learners.reports.runs import START, ComparisonError, EvalEpisode, Run, start_runs
+from learners.reports.stats import (
     Interval,
     PairedDifference,
     Spread,
@@ -29,7 +30,6 @@ from learners.compare_stats import (
     step_curve,
     task_interval,
 )
-from learners.runs import START, ComparisonError, EvalEpisode, Run, start_runs
 
 GROUP_HEALTH_KEYS = ("rollout/groups_mixed", "rollout/groups_all_fail", "rollout/groups_all_pass")
 DRAWN_KEY, KEPT_KEY = "rollout/groups_drawn", "rollout/kept_groups"
@@ -124,7 +124,7 @@ class LearnerResult:
     vs_baseline: PairedDifference | None
     """None for the baseline itself."""
     vs_start: PairedDifference | None
-    """Against the step-0 evaluation of the same seeds (:data:`learners.runs.START`): what
+    """Against the step-0 evaluation of the same seeds (:data:`learners.reports.runs.START`): what
     training changed. None without step-0 evaluations, and for ``start`` itself."""
     category_pass1: dict[str, Interval]
     """Per category: success over tasks (averaged over seeds) and its bootstrap CI."""

@@ -10,7 +10,7 @@ from hydra import compose, initialize_config_dir
 from learner_helpers import config
 from omegaconf import OmegaConf
 
-from envs.core import ConfigError
+from envs.config import ConfigError
 from learners.cli import CONFIG_DIR, train_one
 from learners.registry import get_learner
 

@@ -24,26 +24,26 @@ from typing import Any
 import numpy as np
 import torch
 
-from agents.credit_prompts import ChatTaskPrompts
 from agents.env_pool import EnvPool, EnvSpec
 from agents.episode import EpisodeGroup
 from agents.precision import resolve_dtype
 from agents.rollout import Policy, RolloutConfig, rollout_groups
 from credit import get_credit
+from credit.task_prompts import ChatTaskPrompts
 from credit.teacher import Teacher
 from credit.types import TokenAdvantages
 from envs.core import ToolUseEnv
-from learners.checkpoint import load_trainer_state, recover_checkpoint, save_checkpoint
-from learners.distributed import Ranks
-from learners.evaluate import (
+from learners.forward import backward_shared_prefix
+from learners.registry import Learner, LearnerContext, LossInput, get_learner
+from learners.training.checkpoint import load_trainer_state, recover_checkpoint, save_checkpoint
+from learners.training.distributed import Ranks
+from learners.training.evaluate import (
     evaluate_policy,
     reuse_start_evaluation,
     shared_scripted_bounds,
     write_eval,
 )
-from learners.forward import backward_shared_prefix
-from learners.metrics import episode_metrics
-from learners.registry import Learner, LearnerContext, LossInput, get_learner
+from learners.training.metrics import episode_metrics
 
 AGGREGATIONS = ("token-mean", "seq-mean")
 TEACHER_TITLE = "Training-only reference for this task:"
@@ -93,7 +93,7 @@ class TrainConfig:
     monitor_patience: int = 3
     """Consecutive steps of inert credit (all-zero divergence or weights) before failing."""
     rank_timeout_s: float = 3600.0
-    """With several learner ranks (torchrun, :mod:`learners.distributed`): how long a rank
+    """With several learner ranks (torchrun, :mod:`learners.training.distributed`): how long a rank
     waits for rank 0's rollouts, credit and evaluations before the run fails."""
     seed: int = 0
     """Seeds task draws, envs and sampling."""

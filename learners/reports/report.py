@@ -1,11 +1,12 @@
 """A comparison report: ``write_report(comparison_dir)`` reads every run directory under it
-(:mod:`learners.runs`), computes the comparison (:mod:`learners.comparison`) and writes, in
+(:mod:`learners.reports.runs`), computes the comparison
+(:mod:`learners.reports.comparison`) and writes, in
 ``<comparison_dir>/report/``, a self-contained ``report.md`` with its PNG figures and
 ``results.json`` holding the tables' numbers.
 
 Example::
 
-    from learners.report import write_report
+    from learners.reports.report import write_report
     path = write_report("outputs/compare_tau3")   # .../report/report.md
 """
 
@@ -19,8 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from learners.compare_stats import PairedDifference, Spread
-from learners.comparison import (
+from learners.reports.comparison import (
     GROUP_HEALTH_KEYS,
     Comparison,
     ComparisonConfig,
@@ -29,8 +29,9 @@ from learners.comparison import (
     compare,
     updated_steps,
 )
-from learners.report_plots import Panel, PlotStyle, category_bars, curves_figure, weights_figure
-from learners.runs import START, Run, load_comparison
+from learners.reports.plots import Panel, PlotStyle, category_bars, curves_figure, weights_figure
+from learners.reports.runs import START, Run, load_comparison
+from learners.reports.stats import PairedDifference, Spread
 
 MISSING = "—"
 
@@ -58,7 +59,7 @@ class ReportConfig(ComparisonConfig):
 def write_report(comparison_dir: str | Path, config: ReportConfig | None = None) -> Path:
     """Write the report of the runs under ``comparison_dir``; returns the report.md path.
 
-    Raises :class:`learners.runs.ComparisonError` (a ``ConfigError``) with a one-line
+    Raises :class:`learners.reports.runs.ComparisonError` (a ``ConfigError``) with a one-line
     message when the directory or a run in it is missing something."""
     config = config or ReportConfig()
     comparison_dir = Path(comparison_dir)

@@ -1,5 +1,5 @@
 """Learner ranks over torch.distributed (gloo, CPU): two ranks train what one process
-trains on the same groups, and a killed two-rank run resumes (learners/distributed.py)."""
+trains on the same groups, and a killed two-rank run resumes (learners/training/distributed.py)."""
 
 import json
 import os
@@ -12,7 +12,7 @@ from pathlib import Path
 
 from safetensors.torch import load_file
 
-from learners.checkpoint import load_trainer_state, recover_checkpoint
+from learners.training.checkpoint import load_trainer_state, recover_checkpoint
 
 SCRIPT = Path(__file__).with_name("ranks_run.py")
 TORCHRUN = Path(sys.executable).with_name("torchrun")
@@ -33,7 +33,7 @@ def _command(run_dir: Path, steps: int, ranks: int) -> list[str]:
 
 
 def _env() -> dict[str, str]:
-    root = str(Path(__file__).resolve().parents[2])
+    root = str(Path(__file__).resolve().parents[3])
     return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": root}
 
 

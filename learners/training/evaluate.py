@@ -11,9 +11,10 @@ from pathlib import Path
 from agents.env_pool import EnvPool, EnvSpec
 from agents.episode import EpisodeGroup
 from agents.rollout import Policy, RolloutConfig, rollout_groups
-from envs.core import ConfigError, ToolUseEnv
+from envs.config import ConfigError
+from envs.core import ToolUseEnv
 from envs.replay import replay
-from learners.metrics import episode_metrics, goal_completion_metrics
+from learners.training.metrics import episode_metrics, goal_completion_metrics
 
 
 def evaluate_policy(
@@ -89,7 +90,7 @@ def write_eval(
     run_dir: Path, step: int, groups: list[EpisodeGroup], bounds: Bounds
 ) -> dict[str, float]:
     """Append the step's metrics to ``eval.jsonl`` and write ``eval_episodes/step_<k>.jsonl``
-    (the layout learners/report.py reads)."""
+    (the layout learners/reports/report.py reads)."""
     metrics = {
         "step": step,
         **episode_metrics(groups, "eval"),

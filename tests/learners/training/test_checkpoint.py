@@ -1,5 +1,5 @@
 """A save killed at any point leaves a checkpoint of its step or the one before, which
-resume finds (learners/checkpoint.py)."""
+resume finds (learners/training/checkpoint.py)."""
 
 import shutil
 from pathlib import Path
@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from agents.model import ModelConfig, load_model
-from learners.checkpoint import load_trainer_state, recover_checkpoint, save_checkpoint
+from learners.training.checkpoint import load_trainer_state, recover_checkpoint, save_checkpoint
 
 
 class Killed(BaseException):

@@ -1,5 +1,5 @@
 """Comparison statistics and the report, on run directories written by hand to the
-run-directory contract (learners/runs.py), with hand-computed expected numbers."""
+run-directory contract (learners/reports/runs.py), with hand-computed expected numbers."""
 
 import json
 from math import isclose
@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from envs.core import ConfigError
-from learners.compare_stats import paired_difference, pass_at_k, pass_hat_k, pass_k_table, spread
-from learners.report import ReportConfig, write_report
-from learners.runs import ComparisonError
+from envs.config import ConfigError
+from learners.reports.report import ReportConfig, write_report
+from learners.reports.runs import ComparisonError
+from learners.reports.stats import paired_difference, pass_at_k, pass_hat_k, pass_k_table, spread
 
 # 20 held-out tasks in the tau3-airline test split's category mix (13 / 4 / 1 / 2).
 TASKS = [f"t{i}" for i in range(20)]
