@@ -455,11 +455,15 @@ def _train_in_processes(runs: dict[str, dict], out: Path, parallel: int, verbose
         unfinished=context.Value("i", len(runs)),
     )
     log.info(f"{len(runs)} runs, {parallel} at a time, {share.threads()} thread(s) each")
+    # a fresh process per run (max_tasks_per_child): a process reused for a third run held
+    # 11.3 GB here, beside another at 9.9, and was killed for memory; one run alone peaks at
+    # ~6 GB (a run's freed memory is not all given back to the system)
     with ProcessPoolExecutor(
         share.slots,
         mp_context=context,
         initializer=_start_run_process,
         initargs=(share, probe_cpu(), verbose),
+        max_tasks_per_child=1,
     ) as pool:
         futures = {pool.submit(_train_logged, c, out / name): name for name, c in runs.items()}
         for done, future in enumerate(as_completed(futures), 1):
