@@ -103,6 +103,17 @@ class HFGenerator:
         self._caches.clear()  # keys/values of the old weights
         self._prompt = _Cached([], [])
 
+    def cached_prefix(self, ids: list[int]) -> tuple[int, DynamicCache | None]:
+        """How many leading tokens of ``ids`` the last shared prompt's keys/values cover, and
+        those keys/values as a batch-of-one cache (views: extend it, never write into it);
+        ``(0, None)`` when none. Teacher scoring starts a group's prompt from it rather than
+        encoding it again (credit/teacher.py); valid until the weights change."""
+        n = common_prefix([self._prompt.ids, list(ids)])
+        if n == 0:
+            return 0, None
+        layers = [(k[None, :, :n], v[None, :, :n]) for k, v in self._prompt.kv]
+        return n, DynamicCache(ddp_cache_data=layers)
+
     def release(self, slots: list[int]) -> None:
         for slot in slots:
             self._caches.pop(slot, None)

@@ -41,7 +41,7 @@ from learners.training.train import TEACHER_TITLE, backward_groups
 
 
 def _group(env: str, n: int, max_new_tokens: int, max_steps: int):
-    policy, sampler = build_policy(
+    policy, _ = build_policy(
         {"name": "smollm2"},
         {"backend": "hf", "kv_cache": True, "chat_format": {"tool_schema_style": "signature"}},
     )
@@ -55,7 +55,7 @@ def _group(env: str, n: int, max_new_tokens: int, max_steps: int):
     for k, e in enumerate(group.episodes):
         e.reward = float(k % 2 == 0)
     prompts = ChatTaskPrompts(policy.chat, train_env.task_labels, TEACHER_TITLE)
-    return group, sampler, prompts
+    return group, policy.generator, prompts
 
 
 def _per_episode(learner, model, group, advantages, scales) -> None:
@@ -83,14 +83,16 @@ def measure(
     env = env or ("airline_mini" if quick else "tau3_airline")
     n = n or (4 if quick else 8)
     repeats = 1 if quick else 2
-    group, sampler, prompts = _group(env, n, 32 if quick else 64, 2 if quick else 4)
+    group, generator, prompts = _group(env, n, 32 if quick else 64, 2 if quick else 4)
     model, _ = load_model(ModelConfig(name="smollm2", dtype="float32"))
     model.train()
     precision = resolve_dtype("auto")
     analyst = make_chat_backend(
         {"kind": "local", "model": "smollm2", "max_tokens": 32 if quick else 256}
     )
-    teacher = Teacher(model=sampler, prompts=prompts, analyst=analyst)
+    teacher = Teacher(
+        model=generator.model, prompts=prompts, analyst=analyst, prompt_cache=generator
+    )
     context = LearnerContext(temperature=1.0, autocast=precision.autocast, teacher=teacher)
     learners = {}
     for name in ("grpo", "sgcd"):
@@ -102,10 +104,13 @@ def measure(
     credit = get_credit("grpo")
     advantages = credit.assign([group], None, credit.make_config()).advantages
 
+    diagnostics: dict[str, float] = {}
+
     def update(name: str) -> None:
         learner = learners[name]
         method = get_credit(learner.credit_method)
         adv = method.assign([group], teacher, method.make_config(learner.credit_config()))
+        diagnostics.update(adv.diagnostics)
         backward_groups(learner, model, [group], adv.advantages, scales)
 
     arms = {
@@ -138,6 +143,10 @@ def measure(
         f"median of {repeats}):"
     ]
     lines += [f"  {name:<14} {s:7.2f} s" for name, s in med.items()]
+    lines.append(
+        f"  SGCD's credit in its last step: analyst {diagnostics['credit/analyst_s']:.2f} s, "
+        f"teacher scoring {diagnostics['credit/teacher_scoring_s']:.2f} s"
+    )
     lines.append(
         f"  shared-prefix gradient vs per-episode: relative difference {gap:.1e}; "
         f"{achieved:.0f} GFLOP/s = {achieved / peak:.0%} of the {precision.name} matmul peak"

@@ -95,7 +95,7 @@ def assign_gear(
     moving = sorted({i for v, (i, _) in zip(values.tolist(), keys, strict=True) if v != 0})
 
     started = time.perf_counter()
-    scorer = TeacherScorer(teacher.model, config.scoring)
+    scorer = TeacherScorer(teacher.model, config.scoring, teacher.prompt_cache)
     references: dict[int, str] = {}
     credits: dict[int, list[RolloutCredit]] = {}
     for i in moving:

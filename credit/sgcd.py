@@ -97,7 +97,7 @@ def assign_sgcd(
     contexts = _teacher_contexts(groups, sanitizers, teacher, config, diagnostics)
 
     started = time.perf_counter()
-    scorer = TeacherScorer(teacher.model, config.scoring)
+    scorer = TeacherScorer(teacher.model, config.scoring, teacher.prompt_cache)
     credits: dict[int, list[RolloutCredit]] = {}
     teacher_prompts = {i: teacher.prompts.teacher_prompt_ids(groups[i], contexts[i]) for i in mixed}
     for i in mixed:

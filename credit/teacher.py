@@ -8,7 +8,9 @@ tokens, the observed token, and a tail bucket holding the remaining mass -- so t
 compared with :mod:`credit.divergence` (SGCD §4.3, App. B "Dense credit features").
 
 Work that is shared is done once: the tokens the two prompts have in common, and each
-prompt for all siblings of a group (its KV cache is copied to the siblings' batch).
+prompt for all siblings of a group (its KV cache is copied to the siblings' batch). The
+tokens the sampler already encoded for the rollouts (a :class:`PromptCache`: the group's
+prompt, most of a τ³ episode) are not encoded a third time.
 """
 
 from __future__ import annotations
@@ -112,8 +114,19 @@ def _eval_mode(model: torch.nn.Module) -> Iterator[None]:
 @dataclass
 class _Context:
     cache: Any  # the model's KV cache after the prompt (transformers Cache)
-    last_logits: torch.Tensor  # (V,) next-token logits after the prompt: predicts ids[0]
+    last_logits: torch.Tensor | None  # (V,) logits after the prompt: predict ids[0]
     length: int
+
+
+class PromptCache(Protocol):
+    """Keys/values a sampler holds for a prompt, computed with the scorer's own model and
+    weights (agents.hf_generation.HFGenerator)."""
+
+    model: torch.nn.Module
+
+    def cached_prefix(self, ids: list[int]) -> tuple[int, Any]:
+        """``(n, cache)``: a batch-of-one transformers cache of ``ids[:n]``; ``(0, None)``."""
+        ...
 
 
 class TeacherScorer:
@@ -125,9 +138,17 @@ class TeacherScorer:
     policy itself, so the teacher is the current policy under another context.
     """
 
-    def __init__(self, model: torch.nn.Module, config: ScoringConfig) -> None:
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        config: ScoringConfig,
+        prompt_cache: PromptCache | None = None,
+    ) -> None:
+        if prompt_cache is not None and prompt_cache.model is not model:
+            raise ValueError("a prompt cache must hold keys/values of the scoring model")
         self.model = model
         self.config = config
+        self.prompt_cache = prompt_cache
 
     @torch.no_grad()
     def score(
@@ -146,7 +167,7 @@ class TeacherScorer:
                 len(student_prompt_ids) - 1,
                 len(teacher_prompt_ids) - 1,
             )
-            base = self._prompt(teacher_prompt_ids[:shared], None) if shared else None
+            base = self._shared(list(teacher_prompt_ids[:shared])) if shared else None
             student = self._prompt(student_prompt_ids[shared:], base)
             teacher = self._prompt(teacher_prompt_ids[shared:], base)
             scores: dict[int, SupportScores] = {}
@@ -161,6 +182,12 @@ class TeacherScorer:
 
     def _device(self) -> torch.device:
         return next(self.model.parameters()).device
+
+    def _shared(self, ids: list[int]) -> _Context:
+        """Both prompts' common tokens, from the sampler's cache as far as it reaches."""
+        reused, cache = self.prompt_cache.cached_prefix(ids) if self.prompt_cache else (0, None)
+        base = _Context(cache, None, reused) if reused else None
+        return base if reused == len(ids) else self._prompt(ids[reused:], base)
 
     def _prompt(self, ids: Sequence[int], base: _Context | None) -> _Context:
         cache = copy.deepcopy(base.cache) if base is not None else None
@@ -265,8 +292,8 @@ class TaskPrompts(Protocol):
 class Teacher:
     """What teacher-scored credit methods receive as ``teacher`` (None for GRPO).
 
-    A method scores with ``TeacherScorer(model, <its config>.scoring)``, so the scoring
-    settings live in one place: the method's config.
+    A method scores with ``TeacherScorer(model, <its config>.scoring, prompt_cache)``, so
+    the scoring settings live in one place: the method's config.
     """
 
     model: torch.nn.Module
@@ -275,3 +302,6 @@ class Teacher:
     """The agent-side adapter: task text, private labels, teacher prompt ids, token texts."""
     analyst: ChatBackend | None = None
     """The external LLM that writes SGCD's credit references (training only)."""
+    prompt_cache: PromptCache | None = None
+    """The sampler's keys/values of the rollouts' shared prompt (the ``hf`` generator), so
+    that scoring does not encode it again; None: scoring encodes every prompt."""

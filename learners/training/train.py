@@ -26,6 +26,7 @@ import torch
 
 from agents.env_pool import EnvPool, EnvSpec
 from agents.episode import EpisodeGroup
+from agents.hf_generation import HFGenerator
 from agents.precision import resolve_dtype
 from agents.rollout import Policy, RolloutConfig, rollout_groups
 from credit import get_credit
@@ -181,12 +182,18 @@ class Trainer:
         if entry.learner_class.needs_reference:
             reference = frozen_copy(parts.model)
         prompts = ChatTaskPrompts(parts.policy.chat, parts.train_env.task_labels, TEACHER_TITLE)
+        generator = parts.policy.generator
         self.context = LearnerContext(
             temperature=parts.rollout.sampling.temperature or 1.0,
             autocast=self.precision.autocast,
             max_tokens_per_forward=config.max_tokens_per_forward,
             reference=reference,
-            teacher=Teacher(model=parts.sampler_model, prompts=prompts, analyst=parts.analyst),
+            teacher=Teacher(
+                model=parts.sampler_model,
+                prompts=prompts,
+                analyst=parts.analyst,
+                prompt_cache=generator if isinstance(generator, HFGenerator) else None,
+            ),
         )
         learner_config = entry.make_config(learner_options)
         self.learner: Learner = entry.learner_class(learner_config, self.context)

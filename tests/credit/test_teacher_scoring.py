@@ -3,6 +3,8 @@ import torch
 from credit_helpers import CharPrompts, encode, make_episode, make_group
 
 from agents.episode import Episode, padded_batches
+from agents.generation import SamplingConfig
+from agents.hf_generation import HFGenerator
 from credit.divergence import reverse_kl
 from credit.teacher import ScoringConfig, TeacherScorer, support_distributions
 
@@ -26,6 +28,9 @@ def test_support_sums_to_one_and_tail_holds_the_rest(k):
     assert in_top[:5].all()
     assert torch.isneginf(s_logp[in_top, k]).all() and torch.isneginf(t_logp[in_top, k]).all()
     assert torch.isfinite(s_logp[~in_top, k]).all()
+
+
+GREEDY_ONE = SamplingConfig(temperature=0.0, max_new_tokens=1)
 
 
 def _episodes():
@@ -127,3 +132,50 @@ def test_shared_tokens_are_run_once(tiny_llama):
         len(teacher_prompt) - shared,
         *[n for padded in batches for n in (padded, padded)],
     ]
+
+
+@pytest.mark.parametrize("sampled", ["the group's prompt", "another task's prompt"])
+def test_scoring_from_the_samplers_prompt_cache_is_exact_and_skips_its_tokens(
+    tiny_llama, sampled
+):
+    group = make_group(_episodes())
+    teacher_prompt = CharPrompts().teacher_prompt_ids(group, "check the reservation first")
+    shared = len(group.prompt_ids) // 2  # CharPrompts inserts the context mid-prompt
+    sampler_prompt = group.prompt_ids if sampled == "the group's prompt" else encode("<sys")
+    generator = HFGenerator(tiny_llama, end_id=0, pad_id=0)
+    generator.generate([sampler_prompt + [5], sampler_prompt + [7]], [0, 1], GREEDY_ONE, seed=0)
+    cached = min(len(sampler_prompt), shared)  # the generator keeps its shared prompt
+
+    seen: list[int] = []
+    hook = tiny_llama.register_forward_pre_hook(
+        lambda module, args, kwargs: seen.append(kwargs["input_ids"].shape[1]), with_kwargs=True
+    )
+    try:
+        config = ScoringConfig(top_k=8)
+        plain = TeacherScorer(tiny_llama, config).score(
+            group.prompt_ids, teacher_prompt, group.episodes
+        )
+        encoded_plain = seen[0]
+        seen.clear()
+        reused = TeacherScorer(tiny_llama, config, generator).score(
+            group.prompt_ids, teacher_prompt, group.episodes
+        )
+    finally:
+        hook.remove()
+    assert encoded_plain == shared
+    # only the shared tokens the sampler did not encode, then each prompt's own tokens
+    head = [shared - cached] * (cached < shared) + [
+        len(group.prompt_ids) - shared,
+        len(teacher_prompt) - shared,
+    ]
+    assert seen[: len(head)] == head
+    for a, b in zip(plain, reused, strict=True):
+        assert torch.equal(a.support_ids, b.support_ids)
+        torch.testing.assert_close(a.student_logp, b.student_logp, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(a.teacher_logp, b.teacher_logp, atol=1e-5, rtol=1e-5)
+
+
+def test_a_prompt_cache_of_another_model_is_refused(tiny_llama):
+    other = HFGenerator(torch.nn.Linear(1, 1), end_id=0, pad_id=0)
+    with pytest.raises(ValueError, match="scoring model"):
+        TeacherScorer(tiny_llama, ScoringConfig(), other)
