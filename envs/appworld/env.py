@@ -35,9 +35,10 @@ Each episode leases its own AppWorld server process from a per-process pool
 never share a world and an env between episodes holds none. Agent code runs
 inside AppWorld's safety guard, tightened (``blocked_modules``/``blocked_calls``), with a
 per-cell time limit, under resource limits, in a throw-away directory, with no secrets in
-its environment, confined by Linux Landlock to writing inside that directory
-(:mod:`envs.appworld.server`). The guard is a filter, not a sandbox; Landlock is what stops
-code that gets past it from writing to the host.
+its environment, confined by Linux Landlock to writing inside that directory and by a
+seccomp filter that refuses new processes, sockets and file metadata changes
+(:mod:`envs.appworld.server`). The guard is a filter, not a sandbox; Landlock and seccomp
+are what stop code that gets past it from harming the host.
 """
 
 from __future__ import annotations
@@ -130,7 +131,11 @@ class AppWorldEnvConfig:
     """Calls refused before execution, added to AppWorld's own list."""
     landlock: bool = True
     """Confine each server with Linux Landlock: writes only in its throw-away directory, no
-    TCP connects, no signals out. Needs Linux >= 5.13; false runs without it."""
+    reads of other processes' /proc, no TCP connects, no signals out. Needs Linux >= 5.13;
+    false runs without it."""
+    seccomp: bool = True
+    """Refuse agent code (and the server) new processes, new sockets, file metadata changes,
+    ptrace and namespace calls once the server is up (x86-64 Linux); false runs without."""
     workdir_parent: str = ""
     """Where servers' throw-away directories go; empty: the system temp directory."""
 
@@ -182,6 +187,7 @@ class AppWorldEnvConfig:
             blocked_modules=self.blocked_modules,
             blocked_calls=self.blocked_calls,
             landlock=self.landlock,
+            seccomp=self.seccomp,
             workdir_parent=self.workdir_parent,
         )
         return PoolSettings(

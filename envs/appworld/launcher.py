@@ -14,17 +14,28 @@ Started and stopped by :mod:`envs.appworld.server`, never by hand. Differences f
   longer importable and the calls in ``--block-call`` are refused before execution;
 * with ``--landlock`` (Linux >= 5.13) the kernel confines the server and everything it
   starts: files can be created, written or removed only inside ``--workdir`` (and
-  ``/dev/null``); where the kernel supports it (Landlock ABI 4 and 6), no TCP port can be
-  bound or connected to and no signal sent outside the server. AppWorld's guard is an AST
-  filter that aliasing gets past (``f = open``, ``getattr(__builtins__, ...)``); this is what
-  keeps such code from harming the host;
+  ``/dev/null``), and no other process's ``/proc`` entry can be read (the parent's
+  ``environ`` holds API keys); where the kernel supports it (Landlock ABI 4 and 6), no TCP
+  port can be bound or connected to and no signal sent outside the server. AppWorld's guard
+  is an AST filter that aliasing gets past (``f = open``, ``getattr(__builtins__, ...)``);
+  this is what keeps such code from harming the host;
+* with ``--seccomp`` (x86-64 Linux) the kernel refuses, once the server's socket is bound,
+  every call that starts a process (``execve``, ``fork``, non-thread ``clone``), opens a new
+  socket of any family (UDP, unix, netlink...: the bound socket still accepts), changes a
+  file's mode, owner, times or extended attributes (Landlock guards contents, not metadata),
+  or reaches into other processes or namespaces (``ptrace``, ``process_vm_*``, ``mount``,
+  ``unshare``, ``setns``, ``bpf``, ``keyctl``, ``perf_event_open``, ``io_uring``): agent
+  code past the guard gets ``PermissionError``, and no process outlives the server because
+  none can be started;
 * resource limits (address space, file size, no core dumps) apply to the server and to
   anything agent code manages to start from it;
 * the process empties its working directory and exits when stdin closes (its parent
   died), and exits on SIGTERM, in both cases without running
   IPython's per-episode exit hooks (seconds each; every output is already on disk).
 
-Exit status 3 means the port is taken, 4 that Landlock was asked for and is unavailable.
+Exit status 3 means the port is taken, 4 that Landlock was asked for and is unavailable, 5
+that seccomp was asked for and is unavailable (another architecture, or the kernel refused).
+The protections in force are written, one line, to ``W/protections``.
 The bound port is written to ``W/port`` once the socket listens; the parent then polls
 ``GET /`` until the app answers.
 """
@@ -33,8 +44,10 @@ from __future__ import annotations
 
 import argparse
 import ctypes
+import errno
 import hmac
 import os
+import platform
 import resource
 import shutil
 import socket
@@ -44,6 +57,7 @@ from pathlib import Path
 
 PORT_IN_USE = 3
 NO_LANDLOCK = 4
+NO_SECCOMP = 5
 MIB = 1 << 20
 ROUTES = frozenset({"/", "/initialize", "/execute", "/evaluate", "/task_completed"})
 LISTEN_BACKLOG = 16
@@ -58,6 +72,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--block-module", action="append", default=[])
     parser.add_argument("--block-call", action="append", default=[])
     parser.add_argument("--landlock", action="store_true", help="confine writes to --workdir")
+    parser.add_argument("--seccomp", action="store_true", help="refuse processes, sockets...")
     return parser.parse_args(argv)
 
 
@@ -93,6 +108,8 @@ class Landlock:
     # Filesystem rights that create, change or remove something, by the ABI that added them.
     WRITE_RIGHTS = {1: 0b1_1111_1111_0010, 2: 1 << 13, 3: 1 << 14}
     FILE_WRITE_RIGHTS = (1 << 1) | (1 << 14)  # write, truncate: the ones a file rule takes
+    READ_FILE, READ_DIR = 1 << 2, 1 << 3
+    FILE_RIGHTS = (1 << 0) | FILE_WRITE_RIGHTS | READ_FILE | (1 << 15)  # + execute, ioctl_dev
     NET_RIGHTS_ABI, NET_BIND_CONNECT = 4, 0b11
     SCOPE_ABI, SCOPE_SIGNAL = 6, 1 << 1
 
@@ -104,9 +121,11 @@ class Landlock:
         _fields_ = [("allowed", ctypes.c_uint64), ("parent_fd", ctypes.c_int32)]
 
 
-def confine(workdir: Path) -> None:
-    """Allow filesystem writes only beneath ``workdir``; no TCP binds or connects and no
-    signals out of the sandbox where the kernel's Landlock ABI has them."""
+def confine(workdir: Path) -> str:
+    """Allow filesystem writes only beneath ``workdir``; reads everywhere but in other
+    processes' ``/proc`` entries (the parent's environment holds API keys); no TCP binds or
+    connects and no signals out of the sandbox where the kernel's Landlock ABI has them.
+    Returns what is in force, in words."""
     libc = ctypes.CDLL(None, use_errno=True)
 
     def syscall(number: int, *args) -> int:
@@ -118,23 +137,119 @@ def confine(workdir: Path) -> None:
 
     abi = syscall(Landlock.CREATE_RULESET, None, 0, Landlock.RULESET_VERSION)
     writes = sum(rights for version, rights in Landlock.WRITE_RIGHTS.items() if version <= abi)
+    reads = Landlock.READ_FILE | Landlock.READ_DIR
     has_net, has_scope = abi >= Landlock.NET_RIGHTS_ABI, abi >= Landlock.SCOPE_ABI
     attr = Landlock.RulesetAttr(
-        fs=writes,
+        fs=writes | reads,
         net=Landlock.NET_BIND_CONNECT if has_net else 0,
         scoped=Landlock.SCOPE_SIGNAL if has_scope else 0,
     )
     # An older kernel knows a shorter struct: pass only the fields its ABI has.
     size = ctypes.sizeof(ctypes.c_uint64) * (1 + has_net + has_scope)
     ruleset = syscall(Landlock.CREATE_RULESET, ctypes.byref(attr), size, 0)
-    for path, rights in ((workdir, writes), (Path("/dev/null"), Landlock.FILE_WRITE_RIGHTS)):
-        fd = os.open(path, os.O_PATH)
-        rule = Landlock.PathBeneathAttr(allowed=rights & writes, parent_fd=fd)
+    # Landlock only allows: every top-level entry but /proc is readable, and /proc/self
+    rules = [(Path("/", entry), reads) for entry in os.listdir("/") if entry != "proc"]
+    rules += [
+        (Path("/proc/self"), reads),
+        (workdir, writes | reads),
+        (Path("/dev/null"), Landlock.FILE_WRITE_RIGHTS | Landlock.READ_FILE),
+    ]
+    for path, rights in rules:
+        try:
+            fd = os.open(path, os.O_PATH)
+        except OSError:  # a dangling top-level symlink
+            continue
+        if not os.path.isdir(f"/proc/self/fd/{fd}"):
+            rights &= Landlock.FILE_RIGHTS  # a file takes no directory rights
+        rule = Landlock.PathBeneathAttr(allowed=rights & (writes | reads), parent_fd=fd)
         syscall(Landlock.ADD_RULE, ruleset, Landlock.RULE_PATH_BENEATH, ctypes.byref(rule), 0)
         os.close(fd)
     libc.prctl(Landlock.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
     syscall(Landlock.RESTRICT_SELF, ruleset, 0)
     os.close(ruleset)
+    scope = ["writes in the workdir only", "no other process's /proc"]
+    scope += ["no TCP"] * has_net + ["no signals out"] * has_scope
+    return f"Landlock ABI {abi} ({', '.join(scope)})"
+
+
+class Seccomp:
+    """A classic-BPF seccomp filter (linux/seccomp.h, linux/filter.h) for x86-64."""
+
+    ARCH_X86_64 = 0xC000003E  # AUDIT_ARCH_X86_64
+    X32_SYSCALL_BIT = 0x40000000
+    NR_OFFSET, ARCH_OFFSET, ARG0_OFFSET = 0, 4, 16  # struct seccomp_data (little endian)
+    LD_ABS, JEQ, JGE, JSET, RET = 0x20, 0x15, 0x35, 0x45, 0x06
+    ALLOW, KILL_PROCESS, ERRNO = 0x7FFF0000, 0x80000000, 0x00050000
+    SYSCALL, SET_MODE_FILTER, FILTER_FLAG_TSYNC = 317, 1, 1
+    CLONE, CLONE_THREAD = 56, 0x10000
+    # x86-64 numbers (asm/unistd_64.h) refused with EPERM
+    DENIED = {
+        "processes": (57, 58, 59, 322),  # fork vfork execve execveat
+        "sockets": (41,),  # socket (socketpair, accept stay: they reach nothing new)
+        "metadata": (90, 91, 268, 452, 92, 93, 94, 260, 132, 235, 261, 280)
+        + (188, 189, 190, 197, 198, 199),  # chmod*, chown*, utime*, *setxattr/*removexattr
+        "other processes": (101, 310, 311, 298),  # ptrace process_vm_* perf_event_open
+        "namespaces": (165, 166, 155, 161, 272, 308, 428, 429, 430, 431, 432, 442),
+        "kernel objects": (321, 248, 249, 250, 323, 425),  # bpf *key* userfaultfd io_uring
+    }
+    CLONE3, ENOSYS = 435, 38  # refused as unknown: glibc then makes threads with clone
+
+    class Filter(ctypes.Structure):
+        _fields_ = [
+            ("code", ctypes.c_uint16),
+            ("jt", ctypes.c_uint8),
+            ("jf", ctypes.c_uint8),
+            ("k", ctypes.c_uint32),
+        ]
+
+    class Program(ctypes.Structure):
+        _fields_ = [("len", ctypes.c_uint16), ("filter", ctypes.c_void_p)]
+
+
+def seccomp_program() -> list[tuple[int, int, int, int]]:
+    """The filter: other architectures and x32 calls are refused outright; ``clone`` is
+    allowed only for threads; every listed call fails with EPERM (clone3 with ENOSYS)."""
+    s = Seccomp
+    eperm = s.ERRNO | errno.EPERM
+    program = [
+        (s.LD_ABS, 0, 0, s.ARCH_OFFSET),
+        (s.JEQ, 1, 0, s.ARCH_X86_64),
+        (s.RET, 0, 0, s.KILL_PROCESS),
+        (s.LD_ABS, 0, 0, s.NR_OFFSET),
+        (s.JGE, 0, 1, s.X32_SYSCALL_BIT),
+        (s.RET, 0, 0, eperm),
+        (s.JEQ, 0, 1, s.CLONE3),
+        (s.RET, 0, 0, s.ERRNO | s.ENOSYS),
+    ]
+    for number in sorted({n for group in s.DENIED.values() for n in group}):
+        program += [(s.JEQ, 0, 1, number), (s.RET, 0, 0, eperm)]
+    program += [
+        (s.JEQ, 0, 3, s.CLONE),
+        (s.LD_ABS, 0, 0, s.ARG0_OFFSET),  # clone's flags (low 32 bits)
+        (s.JSET, 1, 0, s.CLONE_THREAD),
+        (s.RET, 0, 0, eperm),
+        (s.RET, 0, 0, s.ALLOW),
+    ]
+    return program
+
+
+def install_seccomp() -> str:
+    """Install :func:`seccomp_program` on every thread of this process and all it starts.
+    Returns what is in force, in words."""
+    if platform.machine() != "x86_64":
+        print(f"seccomp: no filter for {platform.machine()}", file=sys.stderr, flush=True)
+        os._exit(NO_SECCOMP)
+    program = seccomp_program()
+    filters = (Seccomp.Filter * len(program))(*program)
+    prog = Seccomp.Program(len(program), ctypes.cast(filters, ctypes.c_void_p))
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(Landlock.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
+    if libc.syscall(
+        Seccomp.SYSCALL, Seccomp.SET_MODE_FILTER, Seccomp.FILTER_FLAG_TSYNC, ctypes.byref(prog)
+    ):
+        print(f"seccomp: {os.strerror(ctypes.get_errno())}", file=sys.stderr, flush=True)
+        os._exit(NO_SECCOMP)
+    return f"seccomp (no {', no '.join(Seccomp.DENIED)})"
 
 
 def tighten_guard(modules: list[str], calls: list[str]) -> None:
@@ -152,6 +267,17 @@ def preload_apps() -> None:
     for app_name in get_all_apps():
         import_models_module(app_name)
         import_apis_module(app_name)
+
+
+def prepare_ipython_profile() -> None:
+    """Create IPython's profile directory (``$IPYTHONDIR``) now: each world's shell would
+    create it on first use by copying a README with ``shutil.copy``, whose ``chmod`` the
+    seccomp filter refuses."""
+    from IPython.core.profiledir import ProfileDir
+
+    ipython_dir = Path(os.environ["IPYTHONDIR"])
+    ipython_dir.mkdir(parents=True, exist_ok=True)
+    ProfileDir.create_profile_dir_by_name(str(ipython_dir), "default")
 
 
 class TokenGate:
@@ -191,8 +317,9 @@ def main(argv: list[str] | None = None) -> None:
     apply_limits(args.memory_mb, args.file_size_mb)
     os.chdir(args.workdir)
     sock = bind(args.port)
+    protections = []
     if args.landlock:
-        confine(args.workdir.resolve())
+        protections.append(confine(args.workdir.resolve()))
     exit_when_parent_dies(args.workdir)
 
     import uvicorn
@@ -200,6 +327,10 @@ def main(argv: list[str] | None = None) -> None:
 
     tighten_guard(args.block_module, args.block_call)
     preload_apps()
+    if args.seccomp:  # after the imports: nothing legitimate starts a process from here on
+        prepare_ipython_profile()
+        protections.append(install_seccomp())
+    (args.workdir / "protections").write_text("; ".join(protections) or "none")
     server = uvicorn.Server(
         uvicorn.Config(TokenGate(app, token), log_level="warning", lifespan="off")
     )

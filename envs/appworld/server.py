@@ -9,6 +9,8 @@ pydantic 1 and cannot be imported here). Each server gets:
 * a minimal environment (no variable of ours is inherited, so no secrets), with ``HOME``
   and ``IPYTHONDIR`` inside the working directory and ``.env`` loading disabled;
 * Landlock (when ``landlock`` is set): it may write only inside its working directory;
+* seccomp (when ``seccomp`` is set): once up, it can start no process and open no socket,
+  and change no file's metadata;
 * a random token, passed on stdin, that every request must carry; the launcher exits when
   its stdin closes, so a dead toolgym process leaves no server behind.
 
@@ -36,6 +38,7 @@ from envs.config import ConfigError
 LAUNCHER = Path(__file__).with_name("launcher.py")
 PORT_IN_USE_STATUS = 3  # the launcher's exit status when it cannot bind
 NO_LANDLOCK_STATUS = 4  # ... and when Landlock was asked for and is unavailable
+NO_SECCOMP_STATUS = 5  # ... and when seccomp was asked for and is unavailable
 LOG_TAIL_CHARS = 2000
 POLL_INTERVAL_S = 0.05
 
@@ -70,6 +73,7 @@ class ServerSettings:
     blocked_modules: tuple[str, ...]
     blocked_calls: tuple[str, ...]
     landlock: bool
+    seccomp: bool
     workdir_parent: str
 
 
@@ -109,6 +113,7 @@ class AppWorldServer:
             f"--memory-mb={s.memory_limit_mb}",
             f"--file-size-mb={s.file_size_limit_mb}",
             *(["--landlock"] if s.landlock else []),
+            *(["--seccomp"] if s.seccomp else []),
             *(f"--block-module={m}" for m in s.blocked_modules),
             *(f"--block-call={c}" for c in s.blocked_calls),
         ]
@@ -154,6 +159,13 @@ class AppWorldServer:
                     "this kernel does not let the AppWorld server confine itself with Landlock "
                     "(Linux >= 5.13). Set landlock: false to run without it: agent code that "
                     "gets past AppWorld's guard can then write wherever the server's user can. "
+                    f"{self._log_tail()}"
+                )
+            if status == NO_SECCOMP_STATUS:
+                raise AppWorldServerError(
+                    "the AppWorld server cannot install its seccomp filter here (x86-64 Linux "
+                    "only). Set seccomp: false to run without it: agent code that gets past "
+                    "AppWorld's guard can then start processes and open sockets. "
                     f"{self._log_tail()}"
                 )
             if status is not None:

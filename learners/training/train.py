@@ -44,6 +44,7 @@ from learners.training.evaluate import (
     shared_scripted_bounds,
     write_eval,
 )
+from learners.training.heap import give_back_freed_memory, resident_gb
 from learners.training.metrics import episode_metrics
 
 AGGREGATIONS = ("token-mean", "seq-mean")
@@ -263,14 +264,18 @@ class Trainer:
                 if self.config.start_eval
                 else self.evaluate(0)
             )
+            give_back_freed_memory()
             if on_eval:
                 on_eval(0, evaluation)
         for step in range(self.start_step, self.config.steps + 1):
             metrics = self.step(step)
+            give_back_freed_memory()
+            metrics["memory/resident_gb"] = resident_gb()
             _append(self.run_dir / "metrics.jsonl", metrics)
             last = step == self.config.steps
             if last or (self.config.eval_every and step % self.config.eval_every == 0):
                 evaluation = self.evaluate(step)
+                give_back_freed_memory()
                 if on_eval:
                     on_eval(step, evaluation)
             if last or step % self.config.checkpoint_every == 0:

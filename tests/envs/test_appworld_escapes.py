@@ -1,0 +1,189 @@
+"""Agent code that gets past AppWorld's guard (``getattr`` imports, ``ctypes``) against the
+server's Landlock and seccomp confinement, through the env API on the synthetic world.
+
+Each cell tries one way of reaching the host; the test asserts the cell failed the way
+named, the host is unchanged, and the next cell still runs. Ground-truth reads and patching
+AppWorld's evaluator are not covered: agent code still runs in the evaluator's process
+(issue 18, item 1).
+"""
+
+import os
+import socket
+import subprocess
+import sys
+import threading
+
+import pytest
+from test_appworld import make
+
+from envs.core import AgentAction
+
+TASK = "5a2ce0b_1"
+# past the AST guard: a module imported by a computed name. ``posix``, not ``os``: while a
+# cell runs, AppWorld's guard swaps os.fork, os.chmod... for functions that do nothing.
+IMPORT = "m = lambda name: getattr(__builtins__, '__imp' + 'ort__')(name)\n"
+OS = IMPORT + "o = m('po' + 'six')\n"
+LIBC = IMPORT + "c = m('ctypes')\nlibc = c.CDLL(None, use_errno=True)\n"
+# a libc call's result and errno, printed: C calls fail by returning -1, not by raising
+CALL = "r = {call}\nprint('result', r, 'errno', c.get_errno())\n"
+REFUSED = "result -1 errno 1\n"  # EPERM
+
+
+@pytest.fixture(scope="module")
+def env():
+    if not sys.platform.startswith("linux"):
+        pytest.skip("the confinement is Linux's")
+    env = make(execution_timeout_s=5, max_steps=200)  # two steps a cell
+    yield env
+    env.close()
+
+
+@pytest.fixture
+def host(tmp_path):
+    """A host file, a host directory, a UDP and a unix listener, a process to signal."""
+    target = tmp_path / "host.txt"
+    target.write_text("host")
+    os.chmod(target, 0o644)
+    udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    udp.bind(("127.0.0.1", 0))
+    udp.settimeout(0.2)
+    unix_path = tmp_path / "host.sock"
+    unix = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    unix.bind(str(unix_path))
+    unix.listen(1)
+    unix.settimeout(0.2)
+    sleeper = subprocess.Popen(["sleep", "60"])
+    stat = target.stat()
+    yield {
+        "file": target,
+        "dir": tmp_path,
+        "marker": tmp_path / "escaped",
+        "udp": udp,
+        "unix": unix,
+        "unix_path": unix_path,
+        "sleeper": sleeper,
+        "stat": (stat.st_mode, stat.st_uid, stat.st_gid, stat.st_mtime_ns),
+    }
+    sleeper.kill()
+    sleeper.wait()
+    udp.close()
+    unix.close()
+
+
+def _cells(h: dict) -> dict[str, tuple[str, str]]:
+    """name -> (cell, what its output must contain)."""
+    f, marker, sock = str(h["file"]), str(h["marker"]), str(h["unix_path"])
+    sh = f"['/bin/sh', '-c', 'echo x > {marker}']"
+    return {
+        # processes, by every route we know
+        "fork": (OS + "o.fork()", "PermissionError"),
+        "posix_spawn": (OS + f"o.posix_spawn('/bin/sh', {sh}, {{}})", "PermissionError"),
+        "execv replaces the server": (OS + f"o.execv('/bin/sh', {sh})", "PermissionError"),
+        # glibc's system() says 127 << 8 when it cannot start the shell
+        "system": (OS + f"print('status', o.system('echo x > {marker}'))", "status 32512"),
+        "forkpty": (OS + "o.forkpty()", "PermissionError"),
+        "posix_spawnp": (OS + f"o.posix_spawnp('sh', {sh}, {{}})", "PermissionError"),
+        "libc system": (LIBC + CALL.format(call=f"libc.system(b'echo x > {marker}')"), "result"),
+        # sockets of every family
+        "udp to a host listener": (
+            IMPORT + f"m('socket').socket(2, 2).sendto(b'x', ('127.0.0.1', {h['udp_port']}))",
+            "PermissionError",
+        ),
+        "tcp": (
+            IMPORT + "m('socket').create_connection(('127.0.0.1', 9), timeout=1)",
+            "PermissionError",
+        ),
+        "pathname unix socket": (
+            IMPORT + f"m('socket').socket(1, 1).connect({sock!r})",
+            "PermissionError",
+        ),
+        "abstract unix socket": (
+            IMPORT + "m('socket').socket(1, 1).connect('\\0toolgym-probe')",
+            "PermissionError",
+        ),
+        "netlink": (IMPORT + "m('socket').socket(16, 3, 0)", "PermissionError"),
+        "raw libc socket": (LIBC + CALL.format(call="libc.socket(2, 2, 0)"), REFUSED),
+        # the host's files: contents and metadata
+        "write through an alias": (f"f = open\nf({f!r}, 'w').write('x')", "PermissionError"),
+        "write through a workdir symlink": (
+            OS + f"o.symlink({f!r}, 'link')\nopen_ = open\nopen_('link', 'w').write('x')",
+            "PermissionError",
+        ),
+        # Landlock refuses a link across its hierarchies as EXDEV
+        "hard link into the workdir": (OS + f"o.link({f!r}, 'hard')", "cross-device link"),
+        "rename": (OS + f"o.rename({f!r}, 'moved')", "PermissionError"),
+        "truncate": (OS + f"o.truncate({f!r}, 0)", "PermissionError"),
+        "chmod": (OS + f"o.chmod({f!r}, 0o777)", "PermissionError"),
+        "chown": (OS + f"o.chown({f!r}, 1, 1)", "PermissionError"),
+        "utime": (OS + f"o.utime({f!r}, (0, 0))", "PermissionError"),
+        "setxattr": (OS + f"o.setxattr({f!r}, 'user.x', b'1')", "PermissionError"),
+        "write to /dev/shm": ("f = open\nf('/dev/shm/toolgym-probe', 'w')", "PermissionError"),
+        # other processes and the kernel
+        "signal another process": (
+            OS + f"o.kill({h['sleeper'].pid}, 9)",
+            "PermissionError",
+        ),
+        "the parent's environment": (
+            f"f = open\nprint(f('/proc/{os.getpid()}/environ').read())",
+            "PermissionError",
+        ),
+        "ptrace attach": (
+            LIBC + CALL.format(call=f"libc.ptrace(16, {os.getpid()}, 0, 0)"),
+            REFUSED,
+        ),
+        "unshare": (LIBC + CALL.format(call="libc.unshare(0x10000000)"), REFUSED),
+        "mount": (
+            LIBC + CALL.format(call="libc.mount(b'none', b'/mnt', b'tmpfs', 0, None)"),
+            REFUSED,
+        ),
+        "bpf": (LIBC + CALL.format(call="libc.syscall(321, 0, 0, 0)"), REFUSED),
+        # resources
+        "memory": ("x = bytearray(8 * 1024**3)", "MemoryError"),
+        "a file over the size cap": (
+            "f = open\nf('big', 'wb').write(bytes(100 * 1024**2))",
+            "Error",
+        ),
+    }
+
+
+def test_escape_cells_fail_and_leave_the_host_as_it_was(env, host):
+    host["udp_port"] = host["udp"].getsockname()[1]
+    accepted: list[object] = []
+    listener = threading.Thread(target=lambda: _accept(host["unix"], accepted))
+    listener.start()
+    env.reset(options={"task_id": TASK})
+    failures = []
+    for name, (code, expected) in _cells(host).items():
+        obs, _, terminated, truncated, _ = env.step(AgentAction(content=code))
+        (message,) = obs["messages"]
+        if expected not in message["content"] or terminated or truncated:
+            failures.append(f"{name}: {message['content'][-300:]!r}")
+        obs, *_ = env.step(AgentAction(content="print('still here')"))
+        assert obs["messages"][0]["content"] == "still here\n", f"after {name}"
+    listener.join()
+    assert failures == [], "\n".join(failures)
+    stat = host["file"].stat()
+    assert host["file"].read_text() == "host"
+    assert (stat.st_mode, stat.st_uid, stat.st_gid, stat.st_mtime_ns) == host["stat"]
+    assert not host["marker"].exists() and not (host["dir"] / "moved").exists()
+    assert not os.path.exists("/dev/shm/toolgym-probe")
+    assert host["sleeper"].poll() is None  # still running
+    assert accepted == []
+    try:
+        datagram = host["udp"].recv(16)
+    except TimeoutError:
+        datagram = None
+    assert datagram is None
+
+
+def _accept(listener: socket.socket, accepted: list[object]) -> None:
+    try:
+        accepted.append(listener.accept())
+    except (TimeoutError, OSError):
+        pass
+
+
+def test_the_server_says_which_protections_are_active(env):
+    env.reset(options={"task_id": TASK})
+    line = (env._server.workdir / "protections").read_text()
+    assert line.startswith("Landlock ABI") and "seccomp (no processes, no sockets" in line
