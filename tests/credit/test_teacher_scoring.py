@@ -135,9 +135,7 @@ def test_shared_tokens_are_run_once(tiny_llama):
 
 
 @pytest.mark.parametrize("sampled", ["the group's prompt", "another task's prompt"])
-def test_scoring_from_the_samplers_prompt_cache_is_exact_and_skips_its_tokens(
-    tiny_llama, sampled
-):
+def test_scoring_from_the_samplers_prompt_cache_is_exact_and_skips_its_tokens(tiny_llama, sampled):
     group = make_group(_episodes())
     teacher_prompt = CharPrompts().teacher_prompt_ids(group, "check the reservation first")
     shared = len(group.prompt_ids) // 2  # CharPrompts inserts the context mid-prompt
