@@ -136,6 +136,9 @@ class AppWorldEnvConfig:
     seccomp: bool = True
     """Refuse agent code (and the server) new processes, new sockets, file metadata changes,
     ptrace and namespace calls once the server is up (x86-64 Linux); false runs without."""
+    unsafe_no_sandbox: bool = False
+    """Allow ``landlock: false`` or ``seccomp: false``: agent code that gets past AppWorld's
+    guard then reaches the host. Refused without it."""
     workdir_parent: str = ""
     """Where servers' throw-away directories go; empty: the system temp directory."""
 
@@ -155,6 +158,13 @@ class AppWorldEnvConfig:
             raise ConfigError(f"appworld: {bad} must be whole numbers of at least 1")
         if not 0 <= self.port <= 65535 - self.max_servers:
             raise ConfigError(f"appworld: port {self.port} leaves no room for max_servers")
+        off = [name for name in ("landlock", "seccomp") if not getattr(self, name)]
+        if off and not self.unsafe_no_sandbox:
+            raise ConfigError(
+                f"appworld: {' and '.join(f'{n}=false' for n in off)} lets agent code that "
+                "gets past AppWorld's guard reach the host; set unsafe_no_sandbox=true to run "
+                "that way anyway"
+            )
 
     def data_path(self) -> Path:
         root = self.data_root or os.environ.get("APPWORLD_ROOT", "")

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import logging
 import secrets
 import shutil
 import signal
@@ -39,6 +40,8 @@ LAUNCHER = Path(__file__).with_name("launcher.py")
 PORT_IN_USE_STATUS = 3  # the launcher's exit status when it cannot bind
 NO_LANDLOCK_STATUS = 4  # ... and when Landlock was asked for and is unavailable
 NO_SECCOMP_STATUS = 5  # ... and when seccomp was asked for and is unavailable
+logger = logging.getLogger(__name__)
+_told: set[str] = set()  # protection lines already logged by this process
 LOG_TAIL_CHARS = 2000
 POLL_INTERVAL_S = 0.05
 
@@ -91,6 +94,7 @@ class AppWorldServer:
         )
         self._process: subprocess.Popen | None = None
         self.port = 0
+        self.protections = ""  # what the launcher says is in force, once started
         try:
             self._start()
         except BaseException:
@@ -131,6 +135,10 @@ class AppWorldServer:
         self._process.stdin.flush()
         self.port = self._wait_for_port()
         self._wait_until_answering()
+        self.protections = (self._workdir / "protections").read_text()
+        if self.protections not in _told:  # once per process, not per server
+            _told.add(self.protections)
+            logger.info(f"AppWorld sandbox: {self.protections}")
 
     def _environment(self, root: Path) -> dict[str, str]:
         return {
@@ -157,15 +165,17 @@ class AppWorldServer:
             if status == NO_LANDLOCK_STATUS:
                 raise AppWorldServerError(
                     "this kernel does not let the AppWorld server confine itself with Landlock "
-                    "(Linux >= 5.13). Set landlock: false to run without it: agent code that "
-                    "gets past AppWorld's guard can then write wherever the server's user can. "
+                    "(Linux >= 5.13). Set landlock: false and unsafe_no_sandbox: true to run "
+                    "without it: agent code that gets past AppWorld's guard can then write "
+                    "wherever the server's user can. "
                     f"{self._log_tail()}"
                 )
             if status == NO_SECCOMP_STATUS:
                 raise AppWorldServerError(
                     "the AppWorld server cannot install its seccomp filter here (x86-64 Linux "
-                    "only). Set seccomp: false to run without it: agent code that gets past "
-                    "AppWorld's guard can then start processes and open sockets. "
+                    "only). Set seccomp: false and unsafe_no_sandbox: true to run without it: "
+                    "agent code that gets past AppWorld's guard can then start processes and "
+                    "open sockets. "
                     f"{self._log_tail()}"
                 )
             if status is not None:

@@ -390,6 +390,8 @@ def test_a_taken_port_is_a_clear_error():
         ({"max_steps": 0}, "at least 1"),
         ({"data_root": "/nonexistent"}, "appworld download data"),
         ({"appworld_python": "/nonexistent/python"}, "no AppWorld venv"),
+        ({"seccomp": False}, "seccomp=false lets agent code .* unsafe_no_sandbox=true"),
+        ({"landlock": False, "seccomp": False}, "landlock=false and seccomp=false"),
     ],
 )
 def test_configuration_mistakes_are_config_errors(options, message):

@@ -7,6 +7,7 @@ AppWorld's evaluator are not covered: agent code still runs in the evaluator's p
 (issue 18, item 1).
 """
 
+import logging
 import os
 import socket
 import subprocess
@@ -185,5 +186,18 @@ def _accept(listener: socket.socket, accepted: list[object]) -> None:
 
 def test_the_server_says_which_protections_are_active(env):
     env.reset(options={"task_id": TASK})
-    line = (env._server.workdir / "protections").read_text()
-    assert line.startswith("Landlock ABI") and "seccomp (no processes, no sockets" in line
+    line = env._server.protections
+    assert line == (env._server.workdir / "protections").read_text()
+    assert line.startswith("Landlock ABI") and "no other process's /proc" in line
+    assert "seccomp (no processes, no sockets" in line
+
+
+def test_the_sandbox_can_be_turned_off_only_by_saying_unsafe(caplog):
+    caplog.set_level(logging.INFO)
+    env = make(seccomp=False, unsafe_no_sandbox=True, max_servers=1)
+    try:
+        env.reset(options={"task_id": TASK})
+        assert "seccomp" not in env._server.protections
+        assert f"AppWorld sandbox: {env._server.protections}" in caplog.text
+    finally:
+        env.close()
