@@ -32,13 +32,14 @@ ends by calling ``apis.supervisor.complete_task(answer=...)``. It has no simulat
 
 Each episode leases its own AppWorld server process from a per-process pool
 (:mod:`envs.appworld.pool`) at reset and gives it back once scored, so concurrent episodes
-never share a world and an env between episodes holds none. Agent code runs
-inside AppWorld's safety guard, tightened (``blocked_modules``/``blocked_calls``), with a
-per-cell time limit, under resource limits, in a throw-away directory, with no secrets in
-its environment, confined by Linux Landlock to writing inside that directory and by a
-seccomp filter that refuses new processes, sockets and file metadata changes
-(:mod:`envs.appworld.server`). The guard is a filter, not a sandbox; Landlock and seccomp
-are what stop code that gets past it from harming the host.
+never share a world and an env between episodes holds none. Agent code passes AppWorld's
+safety guard, tightened (``blocked_modules``/``blocked_calls``), then runs in an executor
+process of its own, fresh each episode, apart from the world, its ground truth and its
+evaluator: with a per-cell time limit, under resource limits, with no secrets, confined by
+Linux Landlock to reading the Python runtime and writing its own directory, and by a seccomp
+filter that refuses new processes, sockets and file metadata changes
+(:mod:`envs.appworld.server`). The guard is a filter, not a sandbox; the executor's
+confinement is what stops code that gets past it.
 """
 
 from __future__ import annotations
@@ -55,6 +56,7 @@ from envs.appworld.pool import PoolSettings, ServerPool, shared_pool
 from envs.appworld.server import (
     AppWorldServer,
     AppWorldServerError,
+    CellKilledError,
     ExecutionTimeoutError,
     ServerDiedError,
     ServerSettings,
@@ -98,10 +100,12 @@ class AppWorldEnvConfig:
     max_action_chars: int = 32000
     """A longer code cell is rejected with an error observation."""
     execution_timeout_s: int = 30
-    """Wall-clock limit of one cell, enforced by AppWorld (whole seconds, at least 1)."""
+    """Wall-clock limit of one cell, enforced by its executor's alarm (whole seconds, at
+    least 1); an executor still busy 2 s later is killed and the episode truncated."""
     request_timeout_s: float = 60.0
     """Limit of every other request, and the slack over execution_timeout_s after which a
-    cell the alarm could not interrupt is given up and its server killed."""
+    server that does not answer a cell is given up and killed (a cell the alarm cannot stop
+    has its executor killed by the server 2 s past its limit)."""
     start_timeout_s: float = 120.0
     """Time a server gets to start and answer (imports of all apps take 3-7 s)."""
     shutdown_grace_s: float = 2.0
@@ -134,8 +138,8 @@ class AppWorldEnvConfig:
     reads of other processes' /proc, no TCP connects, no signals out. Needs Linux >= 5.13;
     false runs without it."""
     seccomp: bool = True
-    """Refuse agent code (and the server) new processes, new sockets, file metadata changes,
-    ptrace and namespace calls once the server is up (x86-64 Linux); false runs without."""
+    """Refuse agent code's executor new processes, new sockets, file metadata changes,
+    ptrace and namespace calls (x86-64 Linux); false runs without."""
     unsafe_no_sandbox: bool = False
     """Allow ``landlock: false`` or ``seccomp: false``: agent code that gets past AppWorld's
     guard then reaches the host. Refused without it."""
@@ -359,8 +363,9 @@ class AppWorldEnv(ToolUseEnv):
         for cell_id, code in cells:
             try:
                 output = self._execute(code)
-            except ExecutionTimeoutError as error:
-                self._discard_server()
+            except (CellKilledError, ExecutionTimeoutError) as error:
+                if isinstance(error, ExecutionTimeoutError):  # the server itself hung
+                    self._discard_server()
                 messages.append(self._message(f"{FAILED_PREFIX} Traceback:\n{error}", cell_id))
                 return self._end(messages, "execution_timeout", truncated=True)
             except AppWorldServerError as error:

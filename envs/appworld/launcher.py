@@ -10,32 +10,29 @@ Started and stopped by :mod:`envs.appworld.server`, never by hand. Differences f
   server, cannot drive this world); only the endpoints toolgym uses are routed;
 * the data root must already be laid out as ``$APPWORLD_ROOT/data``; outputs go under
   ``$APPWORLD_ROOT/experiments`` inside the throw-away ``--workdir``;
-* AppWorld's safety guard is kept and tightened: the modules in ``--block-module`` are no
-  longer importable and the calls in ``--block-call`` are refused before execution;
+* agent code does not run here: ``/execute`` keeps AppWorld's guard (tightened: the modules
+  in ``--block-module`` are no longer importable, the calls in ``--block-call`` refused),
+  its messages and per-cell bookkeeping, but runs the cell in the episode's executor
+  process (``executor.py``: a fresh fork per world, holding no world, ground truth,
+  evaluator or secret, confined to reading the Python runtime; ``--seccomp`` refuses it
+  processes, sockets, file metadata changes and reaching into other processes) and makes
+  each API call it asks for on the world here. A cell that outlives its alarm by
+  ``EXECUTOR_GRACE_S`` has its executor killed and ``/execute`` answers 504;
 * with ``--landlock`` (Linux >= 5.13) the kernel confines the server and everything it
   starts: files can be created, written or removed only inside ``--workdir`` (and
   ``/dev/null``), and no other process's ``/proc`` entry can be read (the parent's
   ``environ`` holds API keys); where the kernel supports it (Landlock ABI 4 and 6), no TCP
-  port can be bound or connected to and no signal sent outside the server. AppWorld's guard
-  is an AST filter that aliasing gets past (``f = open``, ``getattr(__builtins__, ...)``);
-  this is what keeps such code from harming the host;
-* with ``--seccomp`` (x86-64 Linux) the kernel refuses, once the server's socket is bound,
-  every call that starts a process (``execve``, ``fork``, non-thread ``clone``), opens a new
-  socket of any family (UDP, unix, netlink...: the bound socket still accepts), changes a
-  file's mode, owner, times or extended attributes (Landlock guards contents, not metadata),
-  or reaches into other processes or namespaces (``ptrace``, ``process_vm_*``, ``mount``,
-  ``unshare``, ``setns``, ``bpf``, ``keyctl``, ``perf_event_open``, ``io_uring``): agent
-  code past the guard gets ``PermissionError``, and no process outlives the server because
-  none can be started;
-* resource limits (address space, file size, no core dumps) apply to the server and to
-  anything agent code manages to start from it;
+  port can be bound or connected to and no signal sent outside the server;
+* resource limits (address space, file size, no core dumps) apply to the server and its
+  executors;
 * the process empties its working directory and exits when stdin closes (its parent
   died), and exits on SIGTERM, in both cases without running
   IPython's per-episode exit hooks (seconds each; every output is already on disk).
 
 Exit status 3 means the port is taken, 4 that Landlock was asked for and is unavailable, 5
-that seccomp was asked for and is unavailable (another architecture, or the kernel refused).
-The protections in force are written, one line, to ``W/protections``.
+that an executor cannot confine itself (Landlock, or seccomp on another architecture). The
+protections in force, the server's and the executors', are written on one line to
+``W/protections``.
 The bound port is written to ``W/port`` once the socket listens; the parent then polls
 ``GET /`` until the app answers.
 """
@@ -43,22 +40,34 @@ The bound port is written to ``W/port`` once the socket listens; the parent then
 from __future__ import annotations
 
 import argparse
-import ctypes
-import errno
+import ast
 import hmac
+import json
 import os
-import platform
 import resource
+import select
 import shutil
+import signal
 import socket
+import subprocess
 import sys
 import threading
+import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+from confinement import ConfinementError, confine
 
 PORT_IN_USE = 3
 NO_LANDLOCK = 4
-NO_SECCOMP = 5
+NO_EXECUTOR = 5
 MIB = 1 << 20
+EXECUTOR = Path(__file__).with_name("executor.py")
+EXECUTOR_START_S = 30.0  # an executor's imports and confinement take well under 1 s
+EXECUTOR_GRACE_S = 2.0  # past a cell's alarm, before its executor is killed
+FAILED = "Execution failed. Traceback:\n"  # how AppWorld words a failed cell
+CELL_KILLED = 504  # /execute's status when the cell's executor had to be killed
 ROUTES = frozenset({"/", "/initialize", "/execute", "/evaluate", "/task_completed"})
 LISTEN_BACKLOG = 16
 
@@ -97,161 +106,6 @@ def bind(port: int) -> socket.socket:
     return sock
 
 
-class Landlock:
-    """The few Landlock constants and syscalls we use (linux/landlock.h; the syscall numbers
-    are those of x86-64 and arm64)."""
-
-    CREATE_RULESET, ADD_RULE, RESTRICT_SELF = 444, 445, 446
-    RULESET_VERSION = 1 << 0
-    RULE_PATH_BENEATH = 1
-    PR_SET_NO_NEW_PRIVS = 38
-    # Filesystem rights that create, change or remove something, by the ABI that added them.
-    WRITE_RIGHTS = {1: 0b1_1111_1111_0010, 2: 1 << 13, 3: 1 << 14}
-    FILE_WRITE_RIGHTS = (1 << 1) | (1 << 14)  # write, truncate: the ones a file rule takes
-    READ_FILE, READ_DIR = 1 << 2, 1 << 3
-    FILE_RIGHTS = (1 << 0) | FILE_WRITE_RIGHTS | READ_FILE | (1 << 15)  # + execute, ioctl_dev
-    NET_RIGHTS_ABI, NET_BIND_CONNECT = 4, 0b11
-    SCOPE_ABI, SCOPE_SIGNAL = 6, 1 << 1
-
-    class RulesetAttr(ctypes.Structure):
-        _fields_ = [("fs", ctypes.c_uint64), ("net", ctypes.c_uint64), ("scoped", ctypes.c_uint64)]
-
-    class PathBeneathAttr(ctypes.Structure):
-        _pack_ = 1
-        _fields_ = [("allowed", ctypes.c_uint64), ("parent_fd", ctypes.c_int32)]
-
-
-def confine(workdir: Path) -> str:
-    """Allow filesystem writes only beneath ``workdir``; reads everywhere but in other
-    processes' ``/proc`` entries (the parent's environment holds API keys); no TCP binds or
-    connects and no signals out of the sandbox where the kernel's Landlock ABI has them.
-    Returns what is in force, in words."""
-    libc = ctypes.CDLL(None, use_errno=True)
-
-    def syscall(number: int, *args) -> int:
-        result = libc.syscall(number, *args)
-        if result < 0:
-            print(f"Landlock: {os.strerror(ctypes.get_errno())}", file=sys.stderr, flush=True)
-            os._exit(NO_LANDLOCK)
-        return result
-
-    abi = syscall(Landlock.CREATE_RULESET, None, 0, Landlock.RULESET_VERSION)
-    writes = sum(rights for version, rights in Landlock.WRITE_RIGHTS.items() if version <= abi)
-    reads = Landlock.READ_FILE | Landlock.READ_DIR
-    has_net, has_scope = abi >= Landlock.NET_RIGHTS_ABI, abi >= Landlock.SCOPE_ABI
-    attr = Landlock.RulesetAttr(
-        fs=writes | reads,
-        net=Landlock.NET_BIND_CONNECT if has_net else 0,
-        scoped=Landlock.SCOPE_SIGNAL if has_scope else 0,
-    )
-    # An older kernel knows a shorter struct: pass only the fields its ABI has.
-    size = ctypes.sizeof(ctypes.c_uint64) * (1 + has_net + has_scope)
-    ruleset = syscall(Landlock.CREATE_RULESET, ctypes.byref(attr), size, 0)
-    # Landlock only allows: every top-level entry but /proc is readable, and /proc/self
-    rules = [(Path("/", entry), reads) for entry in os.listdir("/") if entry != "proc"]
-    rules += [
-        (Path("/proc/self"), reads),
-        (workdir, writes | reads),
-        (Path("/dev/null"), Landlock.FILE_WRITE_RIGHTS | Landlock.READ_FILE),
-    ]
-    for path, rights in rules:
-        try:
-            fd = os.open(path, os.O_PATH)
-        except OSError:  # a dangling top-level symlink
-            continue
-        if not os.path.isdir(f"/proc/self/fd/{fd}"):
-            rights &= Landlock.FILE_RIGHTS  # a file takes no directory rights
-        rule = Landlock.PathBeneathAttr(allowed=rights & (writes | reads), parent_fd=fd)
-        syscall(Landlock.ADD_RULE, ruleset, Landlock.RULE_PATH_BENEATH, ctypes.byref(rule), 0)
-        os.close(fd)
-    libc.prctl(Landlock.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
-    syscall(Landlock.RESTRICT_SELF, ruleset, 0)
-    os.close(ruleset)
-    scope = ["writes in the workdir only", "no other process's /proc"]
-    scope += ["no TCP"] * has_net + ["no signals out"] * has_scope
-    return f"Landlock ABI {abi} ({', '.join(scope)})"
-
-
-class Seccomp:
-    """A classic-BPF seccomp filter (linux/seccomp.h, linux/filter.h) for x86-64."""
-
-    ARCH_X86_64 = 0xC000003E  # AUDIT_ARCH_X86_64
-    X32_SYSCALL_BIT = 0x40000000
-    NR_OFFSET, ARCH_OFFSET, ARG0_OFFSET = 0, 4, 16  # struct seccomp_data (little endian)
-    LD_ABS, JEQ, JGE, JSET, RET = 0x20, 0x15, 0x35, 0x45, 0x06
-    ALLOW, KILL_PROCESS, ERRNO = 0x7FFF0000, 0x80000000, 0x00050000
-    SYSCALL, SET_MODE_FILTER, FILTER_FLAG_TSYNC = 317, 1, 1
-    CLONE, CLONE_THREAD = 56, 0x10000
-    # x86-64 numbers (asm/unistd_64.h) refused with EPERM
-    DENIED = {
-        "processes": (57, 58, 59, 322),  # fork vfork execve execveat
-        "sockets": (41,),  # socket (socketpair, accept stay: they reach nothing new)
-        "metadata": (90, 91, 268, 452, 92, 93, 94, 260, 132, 235, 261, 280)
-        + (188, 189, 190, 197, 198, 199),  # chmod*, chown*, utime*, *setxattr/*removexattr
-        "other processes": (101, 310, 311, 298),  # ptrace process_vm_* perf_event_open
-        "namespaces": (165, 166, 155, 161, 272, 308, 428, 429, 430, 431, 432, 442),
-        "kernel objects": (321, 248, 249, 250, 323, 425),  # bpf *key* userfaultfd io_uring
-    }
-    CLONE3, ENOSYS = 435, 38  # refused as unknown: glibc then makes threads with clone
-
-    class Filter(ctypes.Structure):
-        _fields_ = [
-            ("code", ctypes.c_uint16),
-            ("jt", ctypes.c_uint8),
-            ("jf", ctypes.c_uint8),
-            ("k", ctypes.c_uint32),
-        ]
-
-    class Program(ctypes.Structure):
-        _fields_ = [("len", ctypes.c_uint16), ("filter", ctypes.c_void_p)]
-
-
-def seccomp_program() -> list[tuple[int, int, int, int]]:
-    """The filter: other architectures and x32 calls are refused outright; ``clone`` is
-    allowed only for threads; every listed call fails with EPERM (clone3 with ENOSYS)."""
-    s = Seccomp
-    eperm = s.ERRNO | errno.EPERM
-    program = [
-        (s.LD_ABS, 0, 0, s.ARCH_OFFSET),
-        (s.JEQ, 1, 0, s.ARCH_X86_64),
-        (s.RET, 0, 0, s.KILL_PROCESS),
-        (s.LD_ABS, 0, 0, s.NR_OFFSET),
-        (s.JGE, 0, 1, s.X32_SYSCALL_BIT),
-        (s.RET, 0, 0, eperm),
-        (s.JEQ, 0, 1, s.CLONE3),
-        (s.RET, 0, 0, s.ERRNO | s.ENOSYS),
-    ]
-    for number in sorted({n for group in s.DENIED.values() for n in group}):
-        program += [(s.JEQ, 0, 1, number), (s.RET, 0, 0, eperm)]
-    program += [
-        (s.JEQ, 0, 3, s.CLONE),
-        (s.LD_ABS, 0, 0, s.ARG0_OFFSET),  # clone's flags (low 32 bits)
-        (s.JSET, 1, 0, s.CLONE_THREAD),
-        (s.RET, 0, 0, eperm),
-        (s.RET, 0, 0, s.ALLOW),
-    ]
-    return program
-
-
-def install_seccomp() -> str:
-    """Install :func:`seccomp_program` on every thread of this process and all it starts.
-    Returns what is in force, in words."""
-    if platform.machine() != "x86_64":
-        print(f"seccomp: no filter for {platform.machine()}", file=sys.stderr, flush=True)
-        os._exit(NO_SECCOMP)
-    program = seccomp_program()
-    filters = (Seccomp.Filter * len(program))(*program)
-    prog = Seccomp.Program(len(program), ctypes.cast(filters, ctypes.c_void_p))
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(Landlock.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
-    if libc.syscall(
-        Seccomp.SYSCALL, Seccomp.SET_MODE_FILTER, Seccomp.FILTER_FLAG_TSYNC, ctypes.byref(prog)
-    ):
-        print(f"seccomp: {os.strerror(ctypes.get_errno())}", file=sys.stderr, flush=True)
-        os._exit(NO_SECCOMP)
-    return f"seccomp (no {', no '.join(Seccomp.DENIED)})"
-
-
 def tighten_guard(modules: list[str], calls: list[str]) -> None:
     from appworld.common import safety_guard
 
@@ -267,17 +121,6 @@ def preload_apps() -> None:
     for app_name in get_all_apps():
         import_models_module(app_name)
         import_apis_module(app_name)
-
-
-def prepare_ipython_profile() -> None:
-    """Create IPython's profile directory (``$IPYTHONDIR``) now: each world's shell would
-    create it on first use by copying a README with ``shutil.copy``, whose ``chmod`` the
-    seccomp filter refuses."""
-    from IPython.core.profiledir import ProfileDir
-
-    ipython_dir = Path(os.environ["IPYTHONDIR"])
-    ipython_dir.mkdir(parents=True, exist_ok=True)
-    ProfileDir.create_profile_dir_by_name(str(ipython_dir), "default")
 
 
 class TokenGate:
@@ -309,6 +152,183 @@ def exit_when_parent_dies(workdir: Path) -> None:
     threading.Thread(target=watch, daemon=True).start()
 
 
+class CellKilledError(Exception):
+    """The executor outlived the cell's time limit (or broke the protocol) and was killed."""
+
+
+@dataclass
+class Executor:
+    """An episode's executor process, forked by the fork server, and its socket."""
+
+    channel: socket.socket
+    pidfd: int  # kills this process and no other, even once its pid is reused
+    directory: Path
+    pending: bytes = b""  # read past the last full line
+
+    def send(self, message: dict[str, Any]) -> None:
+        try:
+            self.channel.sendall(json.dumps(message, default=str).encode() + b"\n")
+        except OSError:
+            pass  # its death shows when its answer does not come
+
+    def read(self, deadline: float) -> dict[str, Any] | None:
+        """The next line as a JSON object; None past the deadline, at EOF, or on anything
+        else (the executor runs agent code: nothing it writes is trusted)."""
+        fd = self.channel.fileno()
+        while b"\n" not in self.pending:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([fd], [], [], left)[0]:
+                return None
+            chunk = os.read(fd, 1 << 16)
+            if not chunk:
+                return None
+            self.pending += chunk
+        line, self.pending = self.pending.split(b"\n", 1)
+        try:
+            message = json.loads(line)
+        except ValueError:
+            return None
+        return message if isinstance(message, dict) else None
+
+    def stop(self) -> None:
+        try:
+            signal.pidfd_send_signal(self.pidfd, signal.SIGKILL)
+        except ProcessLookupError:
+            pass  # already gone
+        os.close(self.pidfd)
+        self.channel.close()
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+
+class Executors:
+    """The fork server (``executor.py``) and the executor of the current world, i.e. of
+    the current episode: a fresh process for every world."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.root = args.workdir / "executors"
+        self.root.mkdir()
+        self.forked = 0
+        self.world: Any = None
+        self.current: Executor | None = None
+        self.control, theirs = socket.socketpair()
+        command = [
+            sys.executable,
+            str(EXECUTOR),
+            f"--workdir={self.root}",
+            f"--memory-mb={self.args.memory_mb}",
+            f"--file-size-mb={self.args.file_size_mb}",
+            *(["--landlock"] if self.args.landlock else []),
+            *(["--seccomp"] if self.args.seccomp else []),
+        ]
+        environment = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "HOME": str(self.root)}
+        environment |= {"TMPDIR": str(self.root), "PYTHONDONTWRITEBYTECODE": "1"}
+        subprocess.Popen(command, stdin=theirs, cwd=self.root, env=environment)
+        theirs.close()
+        self.control.settimeout(EXECUTOR_START_S)
+
+    def fork(self) -> tuple[Executor, str]:
+        """A new executor, confined, and what confines it."""
+        self.forked += 1
+        directory = self.root / f"episode-{self.forked}"
+        directory.mkdir()
+        ours, theirs = socket.socketpair()
+        try:
+            request = json.dumps({"fork": directory.name}).encode()
+            socket.send_fds(self.control, [request], [theirs.fileno()])
+            reply = json.loads(self.control.recv(4096) or b"{}")
+        except (OSError, ValueError) as error:
+            raise CellKilledError(f"the agent-code fork server failed: {error!r}") from error
+        finally:
+            theirs.close()
+        executor = Executor(ours, os.pidfd_open(reply["pid"]), directory)
+        ready = executor.read(time.monotonic() + EXECUTOR_START_S)
+        if ready is None or not isinstance(ready.get("ready"), str):
+            executor.stop()
+            raise CellKilledError(f"the agent-code executor did not start: {ready}")
+        return executor, ready["ready"]
+
+    def for_world(self, world: Any) -> Executor:
+        """The world's executor, forked and told the task's time on its first cell."""
+        if self.world is not world or self.current is None:
+            if self.current is not None:
+                self.current.stop()
+            self.current, _ = self.fork()
+            self.world = world
+            init = {"datetime": str(world.task.datetime), "timeout_s": world.timeout_seconds}
+            self.current.send({"init": init})
+        return self.current
+
+    def run(self, world: Any, code: str) -> str:
+        """The cell's output; every API call it makes is made here, on the world."""
+        executor = self.for_world(world)
+        executor.send({"cell": code})
+        deadline = time.monotonic() + (world.timeout_seconds or 0) + EXECUTOR_GRACE_S
+        while True:
+            message = executor.read(deadline)
+            if message is not None and isinstance(message.get("output"), str):
+                return message["output"]
+            if message is None or "call" not in message:
+                executor.stop()
+                self.current = None
+                raise CellKilledError(f"the cell did not end within {world.timeout_seconds} s")
+            executor.send(call_api(world, message["call"]))
+
+
+def call_api(world: Any, call: Any) -> dict[str, Any]:
+    """``apis.<app>.<api>(*args, **kwargs)`` on the world, as the executor asked for it."""
+    try:
+        app, api, args, kwargs = call
+        if not (isinstance(args, list) and isinstance(kwargs, dict)):
+            raise TypeError
+        if not all(isinstance(n, str) and n and not n.startswith("_") for n in (app, api)):
+            raise TypeError
+    except (TypeError, ValueError):
+        return {"error": ["Exception", "malformed API call"]}
+    try:
+        result = getattr(getattr(world.apis, app), api)(*args, **kwargs)
+    except Exception as error:  # the API's answer to the agent, e.g. a 401
+        return {"error": [type(error).__name__, str(error)]}
+    from munch import unmunchify
+
+    return {"result": unmunchify(result)}
+
+
+def execute_cell(executors: Executors, world: Any, code: str) -> str:
+    """``AppWorld.execute`` with the cell run by the episode's executor instead of the
+    world's own IPython shell: the same guard, messages and per-cell bookkeeping."""
+
+    def said(message: str) -> str:
+        world.environment_io.append({"input": code, "output": message})
+        return message
+
+    if world.raise_on_unsafe_syntax:
+        safe, why = world.safety_guard.is_syntax_safe(code)
+        if not safe:
+            return said(FAILED + why)
+    code = code.strip()
+    try:
+        ast.parse(code)
+    except SyntaxError as error:
+        line = (error.text or "").rstrip()
+        return said(f"{FAILED}Syntax error in line:\n{line}\nMessage: {error.msg}")
+    if not code:
+        return said("No code available to execute.")
+    world.requester.reset_request_count()
+    try:
+        output = executors.run(world, code)
+    except CellKilledError as error:
+        from fastapi import HTTPException
+
+        raise HTTPException(CELL_KILLED, str(error)) from error
+    said(output.rstrip())
+    world.num_interactions += 1
+    world._save_state(world.output_db_home_path_on_disk)
+    world.save_logs()
+    world.requester.reset_request_count()
+    return output
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     token = sys.stdin.readline().strip().encode()
@@ -319,18 +339,29 @@ def main(argv: list[str] | None = None) -> None:
     sock = bind(args.port)
     protections = []
     if args.landlock:
-        protections.append(confine(args.workdir.resolve()))
+        try:
+            protections.append(f"server: {confine(args.workdir.resolve())}")
+        except ConfinementError as error:
+            print(error, file=sys.stderr, flush=True)
+            os._exit(NO_LANDLOCK)
     exit_when_parent_dies(args.workdir)
 
     import uvicorn
+    from appworld.environment import AppWorld
     from appworld.serve.environment import app
 
     tighten_guard(args.block_module, args.block_call)
     preload_apps()
-    if args.seccomp:  # after the imports: nothing legitimate starts a process from here on
-        prepare_ipython_profile()
-        protections.append(install_seccomp())
-    (args.workdir / "protections").write_text("; ".join(protections) or "none")
+    executors = Executors(args)
+    AppWorld.execute = lambda world, code: execute_cell(executors, world, code)
+    try:  # one executor now: a kernel that cannot confine it fails here, not mid-run
+        probe, confined = executors.fork()
+        probe.stop()
+        protections.append(f"agent code: {confined}")
+    except CellKilledError as error:
+        print(error, file=sys.stderr, flush=True)
+        os._exit(NO_EXECUTOR)
+    (args.workdir / "protections").write_text("; ".join(protections))
     server = uvicorn.Server(
         uvicorn.Config(TokenGate(app, token), log_level="warning", lifespan="off")
     )

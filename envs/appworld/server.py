@@ -9,8 +9,9 @@ pydantic 1 and cannot be imported here). Each server gets:
 * a minimal environment (no variable of ours is inherited, so no secrets), with ``HOME``
   and ``IPYTHONDIR`` inside the working directory and ``.env`` loading disabled;
 * Landlock (when ``landlock`` is set): it may write only inside its working directory;
-* seccomp (when ``seccomp`` is set): once up, it can start no process and open no socket,
-  and change no file's metadata;
+* agent code run in a separate executor process per episode, which holds no world, ground
+  truth or evaluator, reads only the Python runtime and, with ``seccomp``, can start no
+  process, open no socket and change no file's metadata (``launcher.py``, ``executor.py``);
 * a random token, passed on stdin, that every request must carry; the launcher exits when
   its stdin closes, so a dead toolgym process leaves no server behind.
 
@@ -39,7 +40,8 @@ from envs.config import ConfigError
 LAUNCHER = Path(__file__).with_name("launcher.py")
 PORT_IN_USE_STATUS = 3  # the launcher's exit status when it cannot bind
 NO_LANDLOCK_STATUS = 4  # ... and when Landlock was asked for and is unavailable
-NO_SECCOMP_STATUS = 5  # ... and when seccomp was asked for and is unavailable
+NO_EXECUTOR_STATUS = 5  # ... and when its first agent-code executor cannot start
+CELL_KILLED_STATUS = 504  # /execute's answer when the cell's executor was killed
 logger = logging.getLogger(__name__)
 _told: set[str] = set()  # protection lines already logged by this process
 LOG_TAIL_CHARS = 2000
@@ -56,6 +58,11 @@ class PortInUseError(AppWorldServerError, ConfigError):
 
 class ServerDiedError(AppWorldServerError):
     """The server process is gone or stopped answering connections."""
+
+
+class CellKilledError(AppWorldServerError):
+    """A cell outlived its time limit and the server killed the process running it: the
+    episode's session is gone, the server is fine."""
 
 
 class ExecutionTimeoutError(AppWorldServerError):
@@ -170,12 +177,12 @@ class AppWorldServer:
                     "wherever the server's user can. "
                     f"{self._log_tail()}"
                 )
-            if status == NO_SECCOMP_STATUS:
+            if status == NO_EXECUTOR_STATUS:
                 raise AppWorldServerError(
-                    "the AppWorld server cannot install its seccomp filter here (x86-64 Linux "
-                    "only). Set seccomp: false and unsafe_no_sandbox: true to run without it: "
-                    "agent code that gets past AppWorld's guard can then start processes and "
-                    "open sockets. "
+                    "the AppWorld server's agent-code executor cannot confine itself here "
+                    "(Landlock needs Linux >= 5.13, seccomp x86-64 Linux). Set seccomp: false "
+                    "and unsafe_no_sandbox: true to run without seccomp: agent code that gets "
+                    "past AppWorld's guard can then start processes and open sockets. "
                     f"{self._log_tail()}"
                 )
             if status is not None:
@@ -280,6 +287,8 @@ class AppWorldServer:
             ) from error
         finally:
             connection.close()
+        if response.status == CELL_KILLED_STATUS:
+            raise CellKilledError(json.loads(payload).get("detail", "the cell was killed"))
         if response.status != 200:
             raise AppWorldServerError(
                 f"AppWorld {path} answered HTTP {response.status}: "

@@ -1,10 +1,9 @@
-"""Agent code that gets past AppWorld's guard (``getattr`` imports, ``ctypes``) against the
-server's Landlock and seccomp confinement, through the env API on the synthetic world.
+"""Agent code that gets past AppWorld's guard (``getattr`` imports, ``ctypes``) against its
+executor's confinement, through the env API on the synthetic world.
 
-Each cell tries one way of reaching the host; the test asserts the cell failed the way
-named, the host is unchanged, and the next cell still runs. Ground-truth reads and patching
-AppWorld's evaluator are not covered: agent code still runs in the evaluator's process
-(issue 18, item 1).
+Each cell tries one way of reaching the host or the world's truth; the test asserts the
+cell failed the way named, the host is unchanged, and the next cell still runs. Agent code
+runs in an executor process apart from the world and its evaluator (``executor.py``).
 """
 
 import logging
@@ -13,10 +12,13 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 
 import pytest
 from test_appworld import make
 
+from envs.appworld.env import REPO_ROOT
+from envs.appworld.world import synthetic_world
 from envs.core import AgentAction
 
 TASK = "5a2ce0b_1"
@@ -119,6 +121,21 @@ def _cells(h: dict) -> dict[str, tuple[str, str]]:
         "utime": (OS + f"o.utime({f!r}, (0, 0))", "PermissionError"),
         "setxattr": (OS + f"o.setxattr({f!r}, 'user.x', b'1')", "PermissionError"),
         "write to /dev/shm": ("f = open\nf('/dev/shm/toolgym-probe', 'w')", "PermissionError"),
+        # the world's truth and the host's files
+        "another task's answer": (
+            f"f = open\nprint(f({str(_truth('5a1ce0a_1') / 'answer.json')!r}).read())",
+            "PermissionError",
+        ),
+        "this task's evaluation": (
+            f"f = open\nprint(f({str(_truth(TASK) / 'evaluation.py')!r}).read())",
+            "PermissionError",
+        ),
+        "the project's files": (
+            f"f = open\nprint(f({str(REPO_ROOT / 'README.md')!r}).read())",
+            "PermissionError",
+        ),
+        "/etc/passwd": ("f = open\nprint(f('/etc/passwd').read())", "PermissionError"),
+        "listing /tmp": (OS + "print(o.listdir('/tmp'))", "PermissionError"),
         # other processes and the kernel
         "signal another process": (
             OS + f"o.kill({h['sleeper'].pid}, 9)",
@@ -145,6 +162,10 @@ def _cells(h: dict) -> dict[str, tuple[str, str]]:
             "Error",
         ),
     }
+
+
+def _truth(task_id: str):
+    return synthetic_world() / "data" / "tasks" / task_id / "ground_truth"
 
 
 def test_escape_cells_fail_and_leave_the_host_as_it_was(env, host):
@@ -188,8 +209,10 @@ def test_the_server_says_which_protections_are_active(env):
     env.reset(options={"task_id": TASK})
     line = env._server.protections
     assert line == (env._server.workdir / "protections").read_text()
-    assert line.startswith("Landlock ABI") and "no other process's /proc" in line
-    assert "seccomp (no processes, no sockets" in line
+    server, agent = line.split("; agent code: ")
+    assert server.startswith("server: Landlock ABI") and "no other process's /proc" in server
+    assert agent.startswith("Landlock ABI") and "reads only of the Python runtime" in agent
+    assert "seccomp (no processes, no sockets" in agent
 
 
 def test_the_sandbox_can_be_turned_off_only_by_saying_unsafe(caplog):
@@ -201,3 +224,66 @@ def test_the_sandbox_can_be_turned_off_only_by_saying_unsafe(caplog):
         assert f"AppWorld sandbox: {env._server.protections}" in caplog.text
     finally:
         env.close()
+
+
+PATCH_THE_EVALUATOR = """
+import appworld
+patched = []
+for module, name, value in [
+    ("appworld.evaluator", "evaluate_task", lambda *a, **k: None),
+    ("appworld.common.evaluation", "TestTracker", None),
+    ("appworld.environment", "AppWorld", None),
+]:
+    try:
+        setattr(m(module), name, value)
+        patched.append(name)
+    except BaseException as error:
+        patched.append(type(error).__name__)
+print(patched)
+"""
+
+
+def test_patching_appworld_from_agent_code_leaves_the_evaluator_alone(env):
+    env.reset(options={"task_id": "5a1ce0a_1"})
+    obs, *_ = env.step(AgentAction(content=IMPORT + PATCH_THE_EVALUATOR))
+    assert obs["messages"][0]["content"].startswith("[")  # the cell ran
+    wrong = "apis.supervisor.complete_task(answer=3)"
+    _, reward, terminated, _, info = env.step(AgentAction(content=wrong))
+    assert terminated and reward == 0.0 and not info["success"]
+    env.reset(options={"task_id": "5a1ce0a_1"})  # the next episode on the same pool
+    _, reward, terminated, _, _ = env.step(AgentAction(content=wrong))
+    assert terminated and reward == 0.0
+
+
+def _processes_in(workdir: str) -> list[int]:
+    """Live processes whose command line names ``workdir`` (the fork server, executors)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as cmdline:
+                if workdir.encode() in cmdline.read():
+                    with open(f"/proc/{entry}/stat") as stat:
+                        if stat.read().rsplit(") ", 1)[1][0] != "Z":
+                            found.append(int(entry))
+        except (OSError, ValueError):
+            continue
+    return found
+
+
+@pytest.mark.parametrize("how", ["stopped", "killed"])
+def test_no_executor_outlives_its_server(how):
+    env = make(max_servers=1, execution_timeout_s=5)
+    env.reset(options={"task_id": TASK})
+    env.step(AgentAction(content="print(1)"))  # an executor is running this episode
+    server = env._server
+    workdir = str(server.workdir / "executors")
+    assert len(_processes_in(workdir)) >= 2  # the fork server and the episode's executor
+    if how == "stopped":
+        server.stop()
+    else:
+        os.kill(server.pid, 9)
+    deadline = time.monotonic() + 10
+    while _processes_in(workdir) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert _processes_in(workdir) == []
+    env.close()
