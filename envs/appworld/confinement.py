@@ -117,6 +117,8 @@ class Seccomp:
         "other processes": (101, 310, 311, 298),  # ptrace process_vm_* perf_event_open
         "namespaces": (165, 166, 155, 161, 272, 308, 428, 429, 430, 431, 432, 442),
         "kernel objects": (321, 248, 249, 250, 323, 425),  # bpf *key* userfaultfd io_uring
+        # System V and POSIX message queues, semaphores, shared memory: host-wide, not ours
+        "IPC": (29, 30, 31, 64, 65, 66, 68, 69, 70, 71, 220) + tuple(range(240, 246)),
     }
     CLONE3, ENOSYS = 435, 38  # refused as unknown: glibc then makes threads with clone
 

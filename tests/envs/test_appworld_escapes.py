@@ -155,6 +155,14 @@ def _cells(h: dict) -> dict[str, tuple[str, str]]:
             REFUSED,
         ),
         "bpf": (LIBC + CALL.format(call="libc.syscall(321, 0, 0, 0)"), REFUSED),
+        "System V shared memory": (
+            LIBC + CALL.format(call="libc.shmget(0, 4096, 0o1600)"),
+            REFUSED,
+        ),
+        "a POSIX message queue": (
+            LIBC + CALL.format(call="libc.syscall(240, b'/toolgym-probe', 0o100 | 2, 0o600, 0)"),
+            REFUSED,
+        ),
         # resources
         "memory": ("x = bytearray(8 * 1024**3)", "MemoryError"),
         "a file over the size cap": (
@@ -212,7 +220,28 @@ def test_the_server_says_which_protections_are_active(env):
     server, agent = line.split("; agent code: ")
     assert server.startswith("server: Landlock ABI") and "no other process's /proc" in server
     assert agent.startswith("Landlock ABI") and "reads only of the Python runtime" in agent
-    assert "seccomp (no processes, no sockets" in agent
+    assert "seccomp (no processes, no sockets" in agent and "no IPC" in agent
+
+
+def test_the_executor_holds_no_secret(monkeypatch):
+    canary = "sk-ant-toolgym-canary"
+    monkeypatch.setenv("ANTHROPIC_API_KEY", canary)  # in toolgym's environment, as in use
+    env = make(max_servers=1, execution_timeout_s=7)
+    try:
+        env.reset(options={"task_id": TASK})
+        cells = [
+            OS + "print(o.environ)",
+            "f = open\nprint(f('/proc/self/environ').read())",
+            f"f = open\nprint(f('/proc/{env._server.pid}/environ').read())",
+            f"f = open\nprint(f('/proc/{os.getpid()}/environ').read())",
+        ]
+        for code in cells:
+            obs, *_ = env.step(AgentAction(content=code))
+            assert canary not in obs["messages"][0]["content"]
+        (message,) = obs["messages"]
+        assert "PermissionError" in message["content"]
+    finally:
+        env.close()
 
 
 def test_the_sandbox_can_be_turned_off_only_by_saying_unsafe(caplog):
@@ -287,3 +316,25 @@ def test_no_executor_outlives_its_server(how):
         time.sleep(0.1)
     assert _processes_in(workdir) == []
     env.close()
+
+
+@pytest.mark.slow
+def test_a_hundred_episodes_of_escape_attempts_leave_no_stray_process():
+    env = make(max_servers=1, execution_timeout_s=1, max_steps=200)
+    attempts = [
+        OS + "o.fork()",
+        OS + "o.forkpty()",
+        OS + "o.posix_spawn('/bin/sleep', ['sleep', '60'], {})",
+        LIBC + "libc.system(b'sleep 60 &')",
+    ]
+    try:
+        for episode in range(100):
+            env.reset(options={"task_id": TASK})
+            workdir = str(env._server.workdir / "executors")
+            for code in attempts:
+                env.step(AgentAction(content=code))
+            if episode % 25 == 0:  # a cell its alarm cannot stop: its executor is killed
+                env.step(AgentAction(content="sum(range(10**13))"))
+            assert len(_processes_in(workdir)) <= 2, episode  # the fork server, this executor
+    finally:
+        env.close()
