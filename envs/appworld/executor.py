@@ -60,6 +60,8 @@ FAILED = "Execution failed. Traceback:\n"
 MIB = 1 << 20
 PR_SET_PDEATHSIG = 1
 OPEN_FILES = 64  # agent code gets a handful of descriptors, not the system's
+# a cell's output is cut here (the env shows max_observation_chars of it, 12,000 by default)
+OUTPUT_CHARS = 1_000_000
 # AppWorld's TRUE_AVAILABLE_IMPORTS less its ApiCollection and Requester, and its preamble
 PREAMBLE = """
 import builtins
@@ -210,7 +212,10 @@ def run_cell(code: str, namespace: dict[str, Any], timeout_s: int) -> str:
         return traceback_text(error)
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
-    return printed.getvalue() if printed.getvalue().strip() else "Execution successful."
+    output = printed.getvalue()
+    if len(output) > OUTPUT_CHARS:
+        output = output[:OUTPUT_CHARS] + f"\n[output cut at {OUTPUT_CHARS} characters]"
+    return output if output.strip() else "Execution successful."
 
 
 def _alarm(signum: int, frame: Any) -> None:

@@ -68,6 +68,7 @@ EXECUTOR_START_S = 30.0  # an executor's imports and confinement take well under
 EXECUTOR_GRACE_S = 2.0  # past a cell's alarm, before its executor is killed
 FAILED = "Execution failed. Traceback:\n"  # how AppWorld words a failed cell
 CELL_KILLED = 504  # /execute's status when the cell's executor had to be killed
+LINE_BYTES = 16 << 20  # an executor's message longer than this is not one (outputs are cut)
 ROUTES = frozenset({"/", "/initialize", "/execute", "/evaluate", "/task_completed"})
 LISTEN_BACKLOG = 16
 
@@ -180,7 +181,7 @@ class Executor:
             if left <= 0 or not select.select([fd], [], [], left)[0]:
                 return None
             chunk = os.read(fd, 1 << 16)
-            if not chunk:
+            if not chunk or len(self.pending) > LINE_BYTES:
                 return None
             self.pending += chunk
         line, self.pending = self.pending.split(b"\n", 1)
@@ -276,7 +277,9 @@ class Executors:
 
 
 def call_api(world: Any, call: Any) -> dict[str, Any]:
-    """``apis.<app>.<api>(*args, **kwargs)`` on the world, as the executor asked for it."""
+    """``apis.<app>.<api>(*args, **kwargs)`` on the world, as the executor asked for it.
+    Only the collection's entries are reachable, never its own methods (it is a dict:
+    ``apis.<app>.clear()`` would empty the world's app)."""
     try:
         app, api, args, kwargs = call
         if not (isinstance(args, list) and isinstance(kwargs, dict)):
@@ -286,12 +289,20 @@ def call_api(world: Any, call: Any) -> dict[str, Any]:
     except (TypeError, ValueError):
         return {"error": ["Exception", "malformed API call"]}
     try:
-        result = getattr(getattr(world.apis, app), api)(*args, **kwargs)
+        result = _entry(_entry(world.apis, app), api)(*args, **kwargs)
     except Exception as error:  # the API's answer to the agent, e.g. a 401
         return {"error": [type(error).__name__, str(error)]}
     from munch import unmunchify
 
     return {"result": unmunchify(result)}
+
+
+def _entry(collection: Any, key: str) -> Any:
+    """``collection[key]``, or AppWorld's own message for a name it does not have."""
+    if key in collection.keys():
+        return collection[key]
+    missing = getattr(type(collection), "error_message", "{key} does not exist.")
+    raise Exception(missing.format(key=key))
 
 
 def execute_cell(executors: Executors, world: Any, code: str) -> str:

@@ -163,6 +163,8 @@ def _cells(h: dict) -> dict[str, tuple[str, str]]:
             LIBC + CALL.format(call="libc.syscall(240, b'/toolgym-probe', 0o100 | 2, 0o600, 0)"),
             REFUSED,
         ),
+        # the world's own objects through the API proxy
+        "the collection's own methods": ("apis.supervisor.clear()", "Exception"),
         # resources
         "memory": ("x = bytearray(8 * 1024**3)", "MemoryError"),
         "a file over the size cap": (
@@ -190,6 +192,8 @@ def test_escape_cells_fail_and_leave_the_host_as_it_was(env, host):
             failures.append(f"{name}: {message['content'][-300:]!r}")
         obs, *_ = env.step(AgentAction(content="print('still here')"))
         assert obs["messages"][0]["content"] == "still here\n", f"after {name}"
+    obs, *_ = env.step(AgentAction(content="print(len(apis.supervisor.show_account_passwords()))"))
+    assert obs["messages"][0]["content"].strip().isdigit()  # the world's apps are intact
     listener.join()
     assert failures == [], "\n".join(failures)
     stat = host["file"].stat()
@@ -221,6 +225,14 @@ def test_the_server_says_which_protections_are_active(env):
     assert server.startswith("server: Landlock ABI") and "no other process's /proc" in server
     assert agent.startswith("Landlock ABI") and "reads only of the Python runtime" in agent
     assert "seccomp (no processes, no sockets" in agent and "no IPC" in agent
+
+
+def test_a_flood_of_output_is_cut_by_the_executor(env):
+    env.reset(options={"task_id": TASK})
+    obs, *_ = env.step(AgentAction(content="print('x' * 50_000_000)"))
+    output = env.episode_record()["cells"][-1]["output"]
+    assert output.endswith("[output cut at 1000000 characters]") and len(output) < 1_000_100
+    assert len(obs["messages"][0]["content"]) < 13_000  # what the agent sees: the env's cut
 
 
 def test_the_executor_holds_no_secret(monkeypatch):
