@@ -57,7 +57,6 @@ from confinement import ConfinementError, confine, install_seccomp
 
 CELL = "<python-input>"  # the file name AppWorld gives a cell in tracebacks
 FAILED = "Execution failed. Traceback:\n"
-MIB = 1 << 20
 PR_SET_PDEATHSIG = 1
 OPEN_FILES = 64  # agent code gets a handful of descriptors, not the system's
 # a cell's output is cut here (the env shows max_observation_chars of it, 12,000 by default)
@@ -180,12 +179,9 @@ def runtime_paths() -> list[Path]:
 
 
 def confine_executor(args: argparse.Namespace, directory: Path) -> str:
-    """An episode's executor, freshly forked: the limits and confinement agent code runs in."""
-    limits = [(resource.RLIMIT_NOFILE, OPEN_FILES)]
-    limits += [(resource.RLIMIT_AS, args.memory_mb * MIB)] * bool(args.memory_mb)
-    limits += [(resource.RLIMIT_FSIZE, args.file_size_mb * MIB)] * bool(args.file_size_mb)
-    for limit, value in limits:
-        resource.setrlimit(limit, (value, value))
+    """An episode's executor, freshly forked: the confinement agent code runs in. Memory,
+    file size and core limits come from the launcher (inherited through the fork server)."""
+    resource.setrlimit(resource.RLIMIT_NOFILE, (OPEN_FILES, OPEN_FILES))
     protections = [confine(directory, runtime_paths())] if args.landlock else []
     if args.seccomp:
         protections.append(install_seccomp())
@@ -253,8 +249,6 @@ def die_with_parent() -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description="toolgym's AppWorld agent-code fork server")
     parser.add_argument("--workdir", type=Path, required=True)
-    parser.add_argument("--memory-mb", type=int, default=0)
-    parser.add_argument("--file-size-mb", type=int, default=0)
     parser.add_argument("--landlock", action="store_true")
     parser.add_argument("--seccomp", action="store_true")
     args = parser.parse_args()
@@ -264,7 +258,6 @@ def main() -> None:
     import freezegun  # noqa: F401  (imported once here, for every executor)
 
     control = socket.socket(fileno=0)  # the launcher's end is the other of a socketpair
-    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
     try:
         if args.landlock:
             confine(args.workdir, runtime_paths())

@@ -58,6 +58,7 @@ from pathlib import Path
 from typing import Any
 
 from confinement import ConfinementError, confine
+from executor import FAILED  # how AppWorld words a failed cell
 
 PORT_IN_USE = 3
 NO_LANDLOCK = 4
@@ -66,7 +67,6 @@ MIB = 1 << 20
 EXECUTOR = Path(__file__).with_name("executor.py")
 EXECUTOR_START_S = 30.0  # an executor's imports and confinement take well under 1 s
 EXECUTOR_GRACE_S = 2.0  # past a cell's alarm, before its executor is killed
-FAILED = "Execution failed. Traceback:\n"  # how AppWorld words a failed cell
 CELL_KILLED = 504  # /execute's status when the cell's executor had to be killed
 LINE_BYTES = 16 << 20  # an executor's message longer than this is not one (outputs are cut)
 ROUTES = frozenset({"/", "/initialize", "/execute", "/evaluate", "/task_completed"})
@@ -217,8 +217,6 @@ class Executors:
             sys.executable,
             str(EXECUTOR),
             f"--workdir={self.root}",
-            f"--memory-mb={self.args.memory_mb}",
-            f"--file-size-mb={self.args.file_size_mb}",
             *(["--landlock"] if self.args.landlock else []),
             *(["--seccomp"] if self.args.seccomp else []),
         ]
