@@ -6,7 +6,9 @@ that runs the task's gold actions, and a *predicted* one that replays the trajec
 calls (raising if a result differs from the recorded one). Here:
 
 - the gold hashes depend on the task alone, so they are computed once per task the way tau2
-  computes them, and kept on the domain;
+  computes them, and kept on the domain; an episode that made the gold solution's writing
+  calls, in order, ended in the gold world, so its hashes are the gold ones (a gold replay
+  builds no second world);
 - the predicted world is the episode's own world: built by the same constructor, it ran
   exactly the trajectory's tool calls through ``get_response``, as the replay does, and the
   recorded results came from it, so the replay would rebuild the same state and pass. When
@@ -24,6 +26,7 @@ initial state, env assertions or NL assertions.
 from __future__ import annotations
 
 import contextlib
+import json
 import uuid
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -137,7 +140,10 @@ def _db_reward(
             db_check=DBCheck(db_match=True, db_reward=1.0),
             info={"note": "No expected actions or env assertions"},
         )
-    match = gold_hashes(domain, task.id) == _predicted_hashes(domain, world, messages)
+    predicted = _predicted_hashes(domain, world, messages)
+    if task.id not in domain.gold_hashes and _writes_as_gold(domain, task, world, messages):
+        domain.gold_hashes[task.id] = predicted
+    match = gold_hashes(domain, task.id) == predicted
     db_reward = 1.0 if match else 0.0
     breakdown = {}
     if RewardType.DB in criteria.reward_basis:
@@ -153,20 +159,47 @@ def _db_reward(
     )
 
 
+def _writes_as_gold(
+    domain: TauDomain, task: Task, world: Environment, messages: list[Message]
+) -> bool:
+    """Whether the episode's world is the task's gold world: both start fresh and receive
+    the same calls that may write, in the same order, arguments equal as JSON (a call that
+    only reads changes nothing; a failing one fails alike in both). Not for a world that
+    syncs its tools after each call (tau2's replay syncs, its gold world does not)."""
+    from tau2.environment.environment import Environment
+
+    if type(world).sync_tools is not Environment.sync_tools:
+        return False
+    episode = [
+        (c.name, c.requestor, c.arguments)
+        for c in _tool_calls(messages)
+        if not domain.leaves_db_alone(c.name)
+    ]
+    gold = [
+        (a.name, a.requestor, a.arguments)
+        for a in task.evaluation_criteria.actions or []
+        if not domain.leaves_db_alone(a.name)
+    ]
+    return json.dumps(episode, sort_keys=True) == json.dumps(gold, sort_keys=True)
+
+
+def _tool_calls(messages: list[Message]) -> list:
+    from tau2.data_model.message import AssistantMessage, UserMessage
+
+    return [
+        c
+        for m in messages
+        if isinstance(m, AssistantMessage | UserMessage) and m.is_tool_call()
+        for c in m.tool_calls
+    ]
+
+
 def _predicted_hashes(
     domain: TauDomain, world: Environment, messages: list[Message]
 ) -> tuple[str | None, str | None]:
     """The (agent, user) DB hashes of tau2's replayed world: the episode world's, or, when
     no call could write, a fresh world's (hashing the DB is most of the cost)."""
-    from tau2.data_model.message import AssistantMessage, UserMessage
-
-    calls = [
-        c.name
-        for m in messages
-        if isinstance(m, AssistantMessage | UserMessage) and m.is_tool_call()
-        for c in m.tool_calls
-    ]
-    if all(domain.leaves_db_alone(name) for name in calls):
+    if all(domain.leaves_db_alone(c.name) for c in _tool_calls(messages)):
         if domain.fresh_hashes is None:
             domain.fresh_hashes = _hashes(domain.pristine_world())
         return domain.fresh_hashes

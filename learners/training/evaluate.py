@@ -23,26 +23,28 @@ def evaluate_policy(
     task_ids: list[str],
     config: RolloutConfig,
     seed: int,
-    on_batch: Callable[[list[EpisodeGroup]], None] | None = None,
+    on_group: Callable[[EpisodeGroup], None] | None = None,
     done: Sequence[EpisodeGroup] = (),
 ) -> list[EpisodeGroup]:
     """``config.n`` episodes per task (n=1 and temperature 0 for pass@1), ``pool.size``
-    episodes at a time, in task order. ``on_batch`` gets each batch's groups as it ends
-    (to write them at once); a batch whose tasks are all in ``done`` (an interrupted
-    evaluation's) is kept, not run again: batches and seeds are those of a whole run."""
-    per_batch = max(pool.size // config.n, 1)
+    episodes at a time, a freed slot taking the next task at once. ``on_group`` gets each
+    task's group as it ends (to write it at once); tasks in ``done`` (an interrupted
+    evaluation's) are kept, not run again. The i-th task's episodes reset with seeds
+    ``seed + i * n + k`` whichever tasks remain; which episodes share a decoding batch
+    does change with them, which greedy decoding in bf16 can notice."""
     finished = {g.task_id: g for g in done}
-    groups: list[EpisodeGroup] = []
-    for start in range(0, len(task_ids), per_batch):
-        batch = task_ids[start : start + per_batch]
-        if all(t in finished for t in batch):
-            groups += [finished[t] for t in batch]
-            continue
-        new = rollout_groups(pool, policy, batch, seed + start, config)
-        groups += new
-        if on_batch:
-            on_batch(new)
-    return groups
+    todo = [i for i, t in enumerate(task_ids) if t not in finished]
+    groups = rollout_groups(
+        pool,
+        policy,
+        [task_ids[i] for i in todo],
+        seed,
+        config,
+        on_group=on_group,
+        first_seeds=[seed + i * config.n for i in todo],
+    )
+    new = {g.task_id: g for g in groups}
+    return [finished[t] if t in finished else new[t] for t in task_ids]
 
 
 @dataclass(frozen=True)
@@ -69,7 +71,10 @@ def scripted_bounds(
                 on_task()
         return sum(rewards) / len(rewards)
 
-    return Bounds(floor=mean_reward("do_nothing"), ceiling=mean_reward("gold"))
+    # gold first: scoring a gold replay stores its world's hashes as the task's gold ones,
+    # which the do-nothing episodes then compare against without building gold worlds
+    ceiling = mean_reward("gold")
+    return Bounds(floor=mean_reward("do_nothing"), ceiling=ceiling)
 
 
 # per process: the runs of a compare share their held-out tasks (~20 s of scripted

@@ -154,6 +154,39 @@ def test_scoring_builds_no_world_once_the_hashes_are_known(monkeypatch):
     assert [reward for reward, *_ in episodes] == [1.0, 0.0]
 
 
+@pytest.mark.parametrize("name", ENVS)
+def test_a_gold_replays_world_is_taken_as_the_gold_world(name, monkeypatch):
+    """Scoring an episode that made the gold solution's writing calls stores its own
+    world's hashes as the task's gold hashes, building no gold world; they equal the gold
+    world's built as tau2 builds it, on three state-changing tasks. An episode that wrote
+    otherwise leaves the gold hashes to be built."""
+    from tau2.data_model.simulation import TerminationReason
+
+    env = _env(name, "gold")
+    domain = env.domain
+    ordered = sorted(domain.tasks, key=lambda t: (len(t), t))
+    tasks = [t for t in ordered if domain.category(t) == "state_changing"][:3]
+    episodes = {}
+    for task_id in tasks:
+        for script in ("gold", "wrong_args"):  # scored by the env: the gold hashes cached
+            _check(env, task_id, script)
+            episodes[task_id, script] = (env._current_world(), env._trajectory)
+    built_by_tau2s_recipe = {t: domain.gold_hashes[t] for t in tasks}
+
+    def no_world():
+        raise AssertionError("a world was built to score")
+
+    monkeypatch.setattr(domain, "build_environment", no_world)
+    monkeypatch.setattr(domain, "gold_hashes", {})
+    for task_id in tasks:
+        world, messages = episodes[task_id, "wrong_args"]
+        with pytest.raises(AssertionError, match="a world was built"):
+            score_episode(domain, task_id, world, messages, TerminationReason.USER_STOP)
+        world, messages = episodes[task_id, "gold"]
+        score_episode(domain, task_id, world, messages, TerminationReason.USER_STOP)
+    assert domain.gold_hashes == built_by_tau2s_recipe
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ENVS)
 def test_fast_scores_equal_tau2_on_every_task(name):
