@@ -71,10 +71,9 @@ def scripted_bounds(
                 on_task()
         return sum(rewards) / len(rewards)
 
-    # gold first: scoring a gold replay stores its world's hashes as the task's gold ones,
-    # which the do-nothing episodes then compare against without building gold worlds
-    ceiling = mean_reward("gold")
-    return Bounds(floor=mean_reward("do_nothing"), ceiling=ceiling)
+    # gold last: a script that does not end its episode leaves the env's resources (an
+    # AppWorld server) held until its next reset; a gold replay ends it
+    return Bounds(floor=mean_reward("do_nothing"), ceiling=mean_reward("gold"))
 
 
 # per process: the runs of a compare share their held-out tasks (~20 s of scripted
