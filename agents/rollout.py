@@ -1,14 +1,12 @@
-"""Sibling-group rollouts: n episodes of a task, generated in batches.
+"""Sibling-group rollouts: n episodes of a task, generated in lockstep batches.
 
-Each env step, every live episode is extended by one assistant message, all in one
-``generate`` call; the pool then steps every env, and a slot whose episode ended takes the
-next waiting one. Ids are appended exactly as
+Each env step, every live episode of the batch is extended by one assistant message, all
+in one ``generate`` call; the pool then steps every env. Ids are appended exactly as
 sampled (token-in/token-out): ``response_mask`` is 1 on sampled ids only.
 """
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -75,50 +73,29 @@ def rollout_episodes(
     config: RolloutConfig,
     seed: int,
     on_step: Callable[[int], None] | None = None,
-    on_episode: Callable[[int, Episode], None] | None = None,
 ) -> list[Episode]:
-    """Play one episode per ``(task_id, env seed)`` job, ``pool.size`` at a time; ids are
-    absolute (prompt included). An env slot freed by an ending episode takes the next job
-    at once, so the batch stays full until the jobs run out instead of shrinking to its
-    longest episode (continuous batching). Every env step, each live episode is extended by
-    one assistant message, all in one ``generate`` call. The generator knows an episode by
-    its job index (its cache and sampling stream) and samples env step s with seed
-    ``seed + s``. ``on_step(n_finished)`` after each env step; ``on_episode(job, episode)``
-    as each episode ends."""
-    waiting = deque(enumerate(jobs))
-    free = list(range(pool.size))  # env slots, lowest first
-    live: dict[int, _Live] = {}  # job index -> its episode so far
-    slot_of: dict[int, int] = {}
+    """Play one episode per ``(task_id, env seed)`` job, all in lockstep; ids are absolute
+    (prompt included). Sampling at env step s uses seed ``seed + s``.
+    ``on_step(n_finished)`` is called after each env step."""
+    if len(jobs) > pool.size:
+        raise ValueError(
+            f"{len(jobs)} episodes need {len(jobs)} env slots; the pool has {pool.size}"
+        )
+    live: dict[int, _Live] = {}
+    for slot, (obs, _) in pool.reset(dict(enumerate(jobs))).items():
+        ids = policy.chat.render_reset(obs)
+        task_id, env_seed = jobs[slot]
+        live[slot] = _Live(task_id, env_seed, ids, [0] * len(ids), [0.0] * len(ids))
     done: dict[int, Episode] = {}
-
-    def end(job: int, episode: Episode) -> None:
-        done[job] = episode
-        del live[job]
-        free.append(slot_of.pop(job))
-        free.sort()
-        policy.generator.release([job])
-        if on_episode:
-            on_episode(job, episode)
-
     step = 0
-    while waiting or live:
-        starting = {}
-        while free and waiting:
-            job, _ = waiting.popleft()
-            slot_of[job] = free.pop(0)
-            starting[slot_of[job]] = job
-        resets = pool.reset({slot: jobs[job] for slot, job in starting.items()}) if starting else {}
-        for slot, (obs, _) in resets.items():
-            ids = policy.chat.render_reset(obs)
-            task_id, env_seed = jobs[starting[slot]]
-            live[starting[slot]] = _Live(task_id, env_seed, ids, [0] * len(ids), [0.0] * len(ids))
+    while live:
         order = sorted(live)
         outputs = policy.generator.generate(
-            [live[j].ids for j in order], order, config.sampling, seed=seed + step
+            [live[s].ids for s in order], order, config.sampling, seed=seed + step
         )
         actions = {}
-        for job, out in zip(order, outputs, strict=True):
-            state = live[job]
+        for slot, out in zip(order, outputs, strict=True):
+            state = live[slot]
             text = policy.decode(out.ids)
             action = parse_action(text)
             start = len(state.ids)
@@ -138,13 +115,13 @@ def rollout_episodes(
                     [c.name for c in action.tool_calls],
                 )
             )
-            actions[slot_of[job]] = action
-        job_in = {slot: job for job, slot in slot_of.items()}
+            actions[slot] = action
         for slot, (obs, reward, terminated, truncated, info) in pool.step(actions).items():
-            job = job_in[slot]
-            state = live[job]
+            state = live[slot]
             if terminated or truncated:
-                end(job, _finish(state, reward, info))
+                done[slot] = _finish(state, reward, info)
+                del live[slot]
+                policy.generator.release([slot])
                 continue
             extra = policy.chat.render_observation(obs)
             start = len(state.ids)
@@ -156,11 +133,13 @@ def rollout_episodes(
                 Turn(role, start, len(state.ids), "\n".join(m["content"] for m in obs["messages"]))
             )
             if config.max_context_tokens is not None and len(state.ids) > config.max_context_tokens:
-                end(job, _finish(state, 0.0, info, reason="context_limit"))
+                done[slot] = _finish(state, 0.0, info, reason="context_limit")
+                del live[slot]
+                policy.generator.release([slot])
         step += 1
         if on_step:
             on_step(len(done))
-    return [done[j] for j in range(len(jobs))]
+    return [done[s] for s in range(len(jobs))]
 
 
 def group_episodes(episodes: list[Episode]) -> EpisodeGroup:
@@ -187,26 +166,10 @@ def rollout_groups(
     seed: int,
     config: RolloutConfig,
     on_step: Callable[[int], None] | None = None,
-    on_group: Callable[[EpisodeGroup], None] | None = None,
-    first_seeds: list[int] | None = None,
 ) -> list[EpisodeGroup]:
-    """``config.n`` siblings of each task (task order, siblings adjacent, ``pool.size``
-    episodes at a time); sibling k of the j-th task resets its env with seed
-    ``first_seeds[j] + k`` (default ``seed + j * n + k``). ``on_group(group)`` as each
-    task's last sibling ends."""
+    """``config.n`` siblings of each task, all generated in one lockstep batch; sibling k
+    of the j-th task resets its env with seed ``seed + j * n + k``."""
     n = config.n
-    firsts = [seed + j * n for j in range(len(task_ids))] if first_seeds is None else first_seeds
-    jobs = [(t, first + k) for t, first in zip(task_ids, firsts, strict=True) for k in range(n)]
-    ended: dict[int, dict[int, Episode]] = {j: {} for j in range(len(task_ids))}
-    groups: dict[int, EpisodeGroup] = {}
-
-    def collect(job: int, episode: Episode) -> None:
-        siblings = ended[job // n]
-        siblings[job % n] = episode
-        if len(siblings) == n:
-            groups[job // n] = group_episodes([siblings[k] for k in range(n)])
-            if on_group:
-                on_group(groups[job // n])
-
-    rollout_episodes(pool, policy, jobs, config, seed, on_step, collect)
-    return [groups[j] for j in range(len(task_ids))]
+    jobs = [(t, seed + j * n + k) for j, t in enumerate(task_ids) for k in range(n)]
+    episodes = rollout_episodes(pool, policy, jobs, config, seed, on_step)
+    return [group_episodes(episodes[j * n : (j + 1) * n]) for j in range(len(task_ids))]

@@ -50,20 +50,20 @@ def gold_replay_records(
     chat: ChatFormat,
     task_ids: list[str],
     gold: Callable[[str], list],
-    on_task: Callable[[], None] | None = None,
+    on_batch: Callable[[int], None] | None = None,
 ) -> tuple[list[EpisodeGroup], HarvestReport]:
-    """One gold replay per task (``gold(task_id)`` gives its ``AgentAction`` list),
-    ``pool.size`` at a time; ``on_task()`` as each ends."""
-    scripts = {j: [format_action(a) for a in gold(t)] for j, t in enumerate(task_ids)}
-    policy = Policy(chat, ScriptedGenerator(chat.render_sft_target, scripts))
-    groups = rollout_groups(
-        pool,
-        policy,
-        task_ids,
-        0,
-        RolloutConfig(n=1, max_context_tokens=None),
-        on_group=(lambda _: on_task()) if on_task else None,
-    )
+    """One gold replay per task (``gold(task_id)`` gives its ``AgentAction`` list);
+    ``on_batch(k)`` after each batch of k tasks."""
+    groups = []
+    for start in range(0, len(task_ids), pool.size):
+        batch = task_ids[start : start + pool.size]
+        scripts = {k: [format_action(a) for a in gold(t)] for k, t in enumerate(batch)}
+        policy = Policy(chat, ScriptedGenerator(chat.render_sft_target, scripts))
+        groups += rollout_groups(
+            pool, policy, batch, 0, RolloutConfig(n=1, max_context_tokens=None)
+        )
+        if on_batch:
+            on_batch(len(batch))
     return _keep_successes(groups)
 
 
@@ -76,7 +76,11 @@ def teacher_records(
     seed: int,
     temperature: float | None,
 ) -> tuple[list[EpisodeGroup], HarvestReport]:
-    """``attempts`` teacher episodes per task, ``pool.size`` at a time; successes kept."""
+    """``attempts`` teacher episodes per task; successes kept."""
     policy = Policy(chat, ChatBackendGenerator(chat, backend, temperature))
     config = RolloutConfig(n=attempts, max_context_tokens=None)
-    return _keep_successes(rollout_groups(pool, policy, task_ids, seed, config))
+    per_batch = max(pool.size // attempts, 1)
+    groups = []
+    for start in range(0, len(task_ids), per_batch):
+        groups += rollout_groups(pool, policy, task_ids[start : start + per_batch], seed, config)
+    return _keep_successes(groups)

@@ -163,7 +163,7 @@ def run_evaluate(cfg: DictConfig) -> None:
     precision = None if model is None else _sampler_precision(c["model"])
     out = Path(cfg.out_dir) if cfg.out_dir else _output_dir()
     out.mkdir(parents=True, exist_ok=True)
-    # each task's episodes are appended as they end; an interrupted evaluation with the same
+    # each batch's episodes are appended as it ends; an interrupted evaluation with the same
     # config continues where it stopped
     partial, fingerprint = out / "eval_groups.partial.jsonl", out / "eval_config.json"
     same = fingerprint.is_file() and json.loads(fingerprint.read_text()) == c
@@ -177,12 +177,12 @@ def run_evaluate(cfg: DictConfig) -> None:
         tqdm(total=len(task_ids), initial=len(done), desc="evaluate") as bar,
     ):
 
-        def on_group(group):
-            sink.write(json.dumps(group.to_json()) + "\n")
+        def on_batch(new):
+            sink.writelines(json.dumps(g.to_json()) + "\n" for g in new)
             sink.flush()
-            bar.update(1)
+            bar.update(len(new))
 
-        groups = evaluate_policy(pool, policy, task_ids, config, cfg.seed, on_group, done)
+        groups = evaluate_policy(pool, policy, task_ids, config, cfg.seed, on_batch, done)
     pool.close()
     save_groups(groups, out / "eval_groups.jsonl")
     partial.unlink()

@@ -23,28 +23,26 @@ def evaluate_policy(
     task_ids: list[str],
     config: RolloutConfig,
     seed: int,
-    on_group: Callable[[EpisodeGroup], None] | None = None,
+    on_batch: Callable[[list[EpisodeGroup]], None] | None = None,
     done: Sequence[EpisodeGroup] = (),
 ) -> list[EpisodeGroup]:
     """``config.n`` episodes per task (n=1 and temperature 0 for pass@1), ``pool.size``
-    episodes at a time, a freed slot taking the next task at once. ``on_group`` gets each
-    task's group as it ends (to write it at once); tasks in ``done`` (an interrupted
-    evaluation's) are kept, not run again. The i-th task's episodes reset with seeds
-    ``seed + i * n + k`` whichever tasks remain; which episodes share a decoding batch
-    does change with them, which greedy decoding in bf16 can notice."""
+    episodes at a time, in task order. ``on_batch`` gets each batch's groups as it ends
+    (to write them at once); a batch whose tasks are all in ``done`` (an interrupted
+    evaluation's) is kept, not run again: batches and seeds are those of a whole run."""
+    per_batch = max(pool.size // config.n, 1)
     finished = {g.task_id: g for g in done}
-    todo = [i for i, t in enumerate(task_ids) if t not in finished]
-    groups = rollout_groups(
-        pool,
-        policy,
-        [task_ids[i] for i in todo],
-        seed,
-        config,
-        on_group=on_group,
-        first_seeds=[seed + i * config.n for i in todo],
-    )
-    new = {g.task_id: g for g in groups}
-    return [finished[t] if t in finished else new[t] for t in task_ids]
+    groups: list[EpisodeGroup] = []
+    for start in range(0, len(task_ids), per_batch):
+        batch = task_ids[start : start + per_batch]
+        if all(t in finished for t in batch):
+            groups += [finished[t] for t in batch]
+            continue
+        new = rollout_groups(pool, policy, batch, seed + start, config)
+        groups += new
+        if on_batch:
+            on_batch(new)
+    return groups
 
 
 @dataclass(frozen=True)
@@ -71,8 +69,6 @@ def scripted_bounds(
                 on_task()
         return sum(rewards) / len(rewards)
 
-    # gold last: a script that does not end its episode leaves the env's resources (an
-    # AppWorld server) held until its next reset; a gold replay ends it
     return Bounds(floor=mean_reward("do_nothing"), ceiling=mean_reward("gold"))
 
 

@@ -418,7 +418,7 @@ class Trainer:
             self.eval_task_ids(),
             greedy,
             self.config.seed,
-            (lambda group: progress(step, 1)) if progress else None,
+            (lambda new: progress(step, len(new))) if progress else None,
         )
         return write_eval(self.run_dir, step, groups, self.bounds)
 

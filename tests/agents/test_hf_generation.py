@@ -217,28 +217,3 @@ def test_a_prompt_shared_with_the_previous_call_is_reused_exactly(tiny, chat):
             assert out.ids == ref.ids
             torch.testing.assert_close(out.logprobs, ref.logprobs, atol=1e-5, rtol=1e-5)
     assert generator._prompt.ids == calls[1][0][:41]
-
-
-def test_episodes_queued_behind_a_small_pool_equal_a_pool_holding_them_all(tiny, chat):
-    """Continuous batching: 5 greedy airline_mini episodes through 2 env slots, each slot
-    taking the next episode as its own ends (new prompts prefilled beside cached rows), give
-    the tokens of all 5 decoded at once, and leave no cache behind. The context limit ends
-    the episodes (455-460 prompt tokens) after 2 or 3 steps."""
-    model, _ = tiny
-    tasks = [t.task_id for t in SPEC.build().tasks()][:5]
-    jobs = [(t, 7 + j) for j, t in enumerate(tasks)]
-    sampling = SamplingConfig(temperature=0.0, max_new_tokens=12)
-    config = RolloutConfig(n=1, sampling=sampling, max_context_tokens=500)
-    runs = {}
-    for size in (2, len(jobs)):
-        generator = _generator(model, chat)
-        pool = LocalEnvPool(SPEC, size)
-        runs[size] = rollout_episodes(pool, Policy(chat, generator), jobs, config, seed=0)
-        pool.close()
-        assert generator._caches == {}
-    queued, together = runs[2], runs[len(jobs)]
-    assert [e.task_id for e in queued] == tasks
-    assert len({len(e.turns) for e in together}) > 1  # episodes end at different steps
-    for q, t in zip(queued, together, strict=True):
-        assert q.ids == t.ids and q.reward == t.reward
-        assert q.logprobs == pytest.approx(t.logprobs, abs=1e-4)

@@ -10,7 +10,7 @@ import pytest
 from agents.env_pool import EnvSpec, LocalEnvPool
 from agents.episode import load_groups, save_groups
 from agents.generation import Generated, SamplingConfig, ScriptedGenerator
-from agents.rollout import Policy, RolloutConfig, rollout_episodes, rollout_groups
+from agents.rollout import Policy, RolloutConfig, rollout_groups
 from agents.tool_format import format_action
 from envs.config import ConfigError
 
@@ -203,30 +203,3 @@ def test_a_local_ray_listens_on_loopback_only():
     new = [_address(a) for a in json.loads(out.stdout.strip().splitlines()[-1])]
     assert new  # Ray's servers were seen listening
     assert all(a.is_loopback for a in new), new
-
-
-def test_a_freed_slot_takes_the_next_episode_at_once(chat):
-    """Gold replays of 5, 2 and 4 messages through 2 env slots: the third starts the step
-    after the second ends, each is reported as it ends, results come back in job order."""
-    env = SPEC.build()
-    tasks = ["8", "6", "2"]
-    scripts = {j: [format_action(a) for a in env.gold_actions(t)] for j, t in enumerate(tasks)}
-    assert [len(scripts[j]) for j in range(3)] == [5, 2, 4]
-    rows, ended = [], []
-
-    class Rows(ScriptedGenerator):
-        def generate(self, contexts, slots, sampling, seed):
-            rows.append(list(slots))
-            return super().generate(contexts, slots, sampling, seed)
-
-    policy = Policy(chat, Rows(chat.render_sft_target, scripts))
-    jobs = [(t, j) for j, t in enumerate(tasks)]
-    pool = LocalEnvPool(SPEC, 2)
-    episodes = rollout_episodes(
-        pool, policy, jobs, RolloutConfig(n=1), 0, on_episode=lambda j, e: ended.append(j)
-    )
-    assert rows == [[0, 1], [0, 1], [0, 2], [0, 2], [0, 2], [2]]
-    assert ended == [1, 0, 2]
-    assert [e.task_id for e in episodes] == tasks
-    assert all(e.reward == 1.0 for e in episodes)
-    assert [len(e.assistant_turns()) for e in episodes] == [5, 2, 4]

@@ -66,14 +66,14 @@ def test_an_interrupted_evaluation_continues_where_it_stopped(tmp_path, monkeypa
     cli.main()
     whole = (out / "eval_groups.jsonl").read_text().splitlines(keepends=True)
     assert len(whole) == 4 and not (out / "eval_groups.partial.jsonl").exists()
-    # interrupted after two tasks: their episodes and the config are on disk
+    # interrupted after its first batch: that batch's episodes and the config are on disk
     (out / "eval_groups.partial.jsonl").write_text("".join(whole[:2]))
     batches = []
     rollout_groups = evaluate.rollout_groups
 
-    def counted(pool, policy, batch, *rest, **named):
+    def counted(pool, policy, batch, *rest):
         batches.append(list(batch))
-        return rollout_groups(pool, policy, batch, *rest, **named)
+        return rollout_groups(pool, policy, batch, *rest)
 
     monkeypatch.setattr(evaluate, "rollout_groups", counted)
     monkeypatch.setattr(sys, "argv", ["toolgym", *args])
