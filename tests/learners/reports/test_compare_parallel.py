@@ -91,3 +91,48 @@ def test_the_last_run_training_takes_every_thread(tmp_path):
     assert "already finished 2 steps" in done.stdout
     steps = [json.loads(line) for line in (out / "grpo-seed1" / "metrics.jsonl").open()]
     assert [s["time/threads"] for s in steps][-1] == 2
+
+
+def _run_process_holder(pids) -> None:
+    """A stand-in compare process: starts one run process the way compare does (spawned,
+    its initializer first) and waits."""
+    import multiprocessing
+    import time
+
+    child = multiprocessing.get_context("spawn").Process(target=_run_forever, args=(pids,))
+    child.start()
+    time.sleep(600)
+
+
+def _run_forever(pids) -> None:
+    import time
+
+    from learners.cli import die_with_parent
+
+    die_with_parent()
+    pids.put(os.getpid())
+    time.sleep(600)
+
+
+def test_a_run_process_ends_when_its_compare_process_is_killed():
+    import multiprocessing
+    import signal
+    import time
+
+    context = multiprocessing.get_context("spawn")
+    pids = context.Queue()
+    holder = context.Process(target=_run_process_holder, args=(pids,))
+    holder.start()
+    run = pids.get(timeout=60)
+    os.kill(holder.pid, signal.SIGKILL)  # the compare process alone, as `kill -9 <pid>`
+    holder.join()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and _alive(run):
+        time.sleep(0.1)
+    assert not _alive(run)
+
+
+def _alive(pid: int) -> bool:
+    """Running (not gone, not a zombie waiting to be reaped)."""
+    stat = Path(f"/proc/{pid}/stat")
+    return stat.is_file() and stat.read_text().rsplit(")", 1)[-1].split()[0] != "Z"
