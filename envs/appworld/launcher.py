@@ -206,7 +206,6 @@ class Executors:
     the current episode: a fresh process for every world."""
 
     def __init__(self, args: argparse.Namespace) -> None:
-        self.args = args
         self.root = args.workdir / "executors"
         self.root.mkdir()
         self.forked = 0
@@ -217,8 +216,8 @@ class Executors:
             sys.executable,
             str(EXECUTOR),
             f"--workdir={self.root}",
-            *(["--landlock"] if self.args.landlock else []),
-            *(["--seccomp"] if self.args.seccomp else []),
+            *(["--landlock"] if args.landlock else []),
+            *(["--seccomp"] if args.seccomp else []),
         ]
         environment = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "HOME": str(self.root)}
         environment |= {"TMPDIR": str(self.root), "PYTHONDONTWRITEBYTECODE": "1"}

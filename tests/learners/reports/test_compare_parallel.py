@@ -2,9 +2,12 @@
 comparison writes one run after another: every run's evaluations, episodes and report."""
 
 import json
+import multiprocessing
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 
@@ -94,19 +97,14 @@ def test_the_last_run_training_takes_every_thread(tmp_path):
 
 
 def _run_process_holder(pids) -> None:
-    """A stand-in compare process: starts one run process the way compare does (spawned,
-    its initializer first) and waits."""
-    import multiprocessing
-    import time
-
+    """A stand-in compare process: spawns one run process, which calls what compare's run
+    initializer calls first, and waits."""
     child = multiprocessing.get_context("spawn").Process(target=_run_forever, args=(pids,))
     child.start()
     time.sleep(600)
 
 
 def _run_forever(pids) -> None:
-    import time
-
     from learners.cli import die_with_parent
 
     die_with_parent()
@@ -115,10 +113,6 @@ def _run_forever(pids) -> None:
 
 
 def test_a_run_process_ends_when_its_compare_process_is_killed():
-    import multiprocessing
-    import signal
-    import time
-
     context = multiprocessing.get_context("spawn")
     pids = context.Queue()
     holder = context.Process(target=_run_process_holder, args=(pids,))
