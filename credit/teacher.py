@@ -23,6 +23,7 @@ from typing import Any, Protocol
 
 import torch
 
+from agents.cpu_attention import continue_shared_prefix
 from agents.episode import Episode, EpisodeGroup, common_prefix, padded_batches
 from credit.divergence import DIVERGENCES, entropy
 from credit.sanitizer import PrivateValues
@@ -201,21 +202,19 @@ class TeacherScorer:
         device = self._device()
         longest = max(len(e.ids) for e in batch)
         tokens = torch.zeros(len(batch), longest, dtype=torch.long, device=device)  # (B, L)
-        mask = torch.zeros(len(batch), context.length + longest, dtype=torch.long, device=device)
-        mask[:, : context.length] = 1
+        mask = torch.zeros(len(batch), longest, dtype=torch.long, device=device)  # (B, L)
         for row, episode in enumerate(batch):
             tokens[row, : len(episode.ids)] = torch.tensor(episode.ids, device=device)
-            mask[row, context.length : context.length + len(episode.ids)] = 1
+            mask[row, : len(episode.ids)] = 1
         # The logit predicting ids[t] sits at t-1 (for t = 0 it is the prompt's last one):
         # only those rows go through the LM head, not tool observations or padding.
         positions = [_response_positions(e).to(device) for e in batch]  # B × (R,)
         keep = torch.zeros(len(batch), longest, dtype=torch.bool, device=device)  # (B, L)
         for row, pos in enumerate(positions):
             keep[row, pos[pos > 0] - 1] = True
-        cache = copy.deepcopy(context.cache)
-        cache.batch_repeat_interleave(len(batch))
+        prefix = [(layer.keys, layer.values) for layer in context.cache.layers]
         # Right padding: real tokens never attend to the pad after them.
-        out = self.model(input_ids=tokens, attention_mask=mask, cache=cache, logits_to_keep=keep)
+        out = continue_shared_prefix(self.model, prefix, tokens, mask, keep)
         kept = out.logits.split(keep.sum(dim=1).tolist())  # B × (R', V), row-major order
         rows = []
         for pos, logits in zip(positions, kept, strict=True):

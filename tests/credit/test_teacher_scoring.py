@@ -2,6 +2,7 @@ import pytest
 import torch
 from credit_helpers import CharPrompts, encode, make_episode, make_group
 
+from agents import cpu_attention
 from agents.episode import Episode, padded_batches
 from agents.generation import SamplingConfig
 from agents.hf_generation import HFGenerator
@@ -28,6 +29,15 @@ def test_support_sums_to_one_and_tail_holds_the_rest(k):
     assert in_top[:5].all()
     assert torch.isneginf(s_logp[in_top, k]).all() and torch.isneginf(t_logp[in_top, k]).all()
     assert torch.isfinite(s_logp[~in_top, k]).all()
+
+
+# transformers' SDPA repeats the prompt per row; toolgym's CPU attention reads it once
+@pytest.fixture(params=["sdpa", cpu_attention.NAME])
+def scoring_llama(tiny_llama, request):
+    before = tiny_llama.config._attn_implementation
+    tiny_llama.set_attn_implementation(request.param)
+    yield tiny_llama
+    tiny_llama.set_attn_implementation(before)
 
 
 GREEDY_ONE = SamplingConfig(temperature=0.0, max_new_tokens=1)
@@ -62,7 +72,8 @@ def _naive(model, prompt, episode, k):
     ],
     ids=["batched", "one-per-forward-chunked"],
 )
-def test_cached_batched_scoring_matches_naive_forwards(tiny_llama, config):
+def test_cached_batched_scoring_matches_naive_forwards(scoring_llama, config):
+    tiny_llama = scoring_llama
     group = make_group(_episodes())
     teacher_prompt = CharPrompts().teacher_prompt_ids(group, "check the reservation first")
     scores = TeacherScorer(tiny_llama, config).score(
