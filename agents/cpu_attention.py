@@ -146,27 +146,21 @@ def continue_shared_prefix(
     batch, width = input_ids.shape
     positions = torch.arange(length, length + width, device=input_ids.device).expand(batch, -1)
     if input_ids.device.type == "cpu" and model.config._attn_implementation == NAME:
-        return model(
-            input_ids=input_ids,
-            attention_mask=attention_mask,
-            position_ids=positions,
-            use_cache=False,
-            logits_to_keep=logits_to_keep,
-            shared_prefix=prefix,
+        context = {"attention_mask": attention_mask, "use_cache": False, "shared_prefix": prefix}
+    else:
+        cache = DynamicCache(
+            ddp_cache_data=[
+                (k.expand(batch, -1, -1, -1), v.expand(batch, -1, -1, -1)) for k, v in prefix
+            ]
         )
-    cache = DynamicCache(
-        ddp_cache_data=[
-            (k.expand(batch, -1, -1, -1), v.expand(batch, -1, -1, -1)) for k, v in prefix
-        ]
-    )
-    full_mask = torch.cat([attention_mask.new_ones(batch, length), attention_mask], dim=1)
+        ones = attention_mask.new_ones(batch, length)
+        context = {
+            "attention_mask": torch.cat([ones, attention_mask], dim=1),
+            "cache": cache,
+            "use_cache": True,
+        }
     return model(
-        input_ids=input_ids,
-        attention_mask=full_mask,
-        position_ids=positions,
-        cache=cache,
-        use_cache=True,
-        logits_to_keep=logits_to_keep,
+        input_ids=input_ids, position_ids=positions, logits_to_keep=logits_to_keep, **context
     )
 
 
