@@ -130,6 +130,7 @@ def _after_shared_prefix(query, key, value, attention_mask, scaling, prefix_keys
     return out.to(query.dtype).transpose(1, 2).contiguous(), None
 
 
+@torch.no_grad()  # the prefix's log-sum-exp carries no gradient through the kernel
 def continue_shared_prefix(
     model: torch.nn.Module,
     prefix: list[tuple[torch.Tensor, torch.Tensor]],
