@@ -8,12 +8,13 @@ implementation computes a one-token step on CPU with grouped matmuls and an fp32
 runs masked multi-token calls on CPU (prompts, continuations) through SDPA with grouped
 key/value heads, and hands every other call (unmasked, CUDA) to transformers' SDPA as is.
 
-Rows that all continue one prefix (a group's prompt, scored under several siblings'
-continuations without gradient) get the prefix's keys/values once, unrepeated
-(:func:`continue_shared_prefix`): attention to the prefix is one unmasked call over every
-row's queries, attention among each row's own tokens a masked one, merged by their
-log-sum-exps. Repeating a 2.4K-token prompt's keys/values for 8 rows and concatenating
-them with the continuations took half of SGCD's teacher scoring here.
+Rows that all continue one prefix (a group's prompt under its siblings' continuations:
+the learner's pass, with gradient, and teacher scoring) get the prefix's keys/values once,
+unrepeated (:func:`continue_shared_prefix`): attention to the prefix is one unmasked call
+over every row's queries, attention among each row's own tokens a masked one, merged by
+their log-sum-exps; backward runs the kernel's backward on both parts. Repeating a
+2.4K-token prompt's keys/values for 8 rows and concatenating them with the continuations
+took half of SGCD's teacher scoring here.
 """
 
 from __future__ import annotations
@@ -83,54 +84,108 @@ def _masked_gqa_attention(module, query, key, value, attention_mask, dropout, sc
     return out.transpose(1, 2).contiguous(), None
 
 
+_flash = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu
+_flash_backward = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward
+
+
 def _after_shared_prefix(query, key, value, attention_mask, scaling, prefix_keys, prefix_values):
     """``query``/``key``/``value``: the rows' own tokens ``(B, H|Hkv, S, D)``, each row
     continuing the prefix ``(1, Hkv, P, D)``; ``attention_mask``: causal and padding
     among the rows' tokens, or None for plain causal."""
-    batch, heads, length, dim = query.shape
-    kv_heads = key.shape[1]
-    groups = heads // kv_heads
-    scale = scaling if scaling is not None else dim**-0.5
-    flash = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu
-    # The prefix: every query of every row sees all of it, so the rows' queries of one
-    # key/value head are stacked into one unmasked call, (1, Hkv, B*G*S, D).
-    stacked = query.reshape(batch, kv_heads, groups * length, dim).transpose(0, 1)
-    out_p, lse_p = flash(
-        stacked.reshape(1, kv_heads, batch * groups * length, dim),
-        prefix_keys,
-        prefix_values,
-        0.0,
-        False,
-        scale=scale,
-    )
-
-    def per_row(t: torch.Tensor) -> torch.Tensor:  # (1, Hkv, B*G*S, ...) -> (B, H, S, ...)
-        t = t.reshape(kv_heads, batch, groups * length, *t.shape[3:]).transpose(0, 1)
-        return t.reshape(batch, heads, length, *t.shape[3:])
-
+    if torch.is_autocast_enabled(query.device.type):  # as autocast casts SDPA's inputs
+        dtype = torch.get_autocast_dtype(query.device.type)
+        query, key, value, prefix_keys, prefix_values = (
+            t.to(dtype) for t in (query, key, value, prefix_keys, prefix_values)
+        )
     mask = None
     if attention_mask is not None:  # the kernel takes an additive mask in the query's dtype
         mask = torch.zeros(attention_mask.shape, dtype=query.dtype, device=query.device)
         mask.masked_fill_(~attention_mask, float("-inf"))
-    out_s, lse_s = flash(
-        query,
-        key.repeat_interleave(groups, dim=1),
-        value.repeat_interleave(groups, dim=1),
-        0.0,
-        attention_mask is None,
-        attn_mask=mask,
-        scale=scale,
-    )  # (B, H, S, D), (B, H, S)
-    out_p, lse_p = per_row(out_p), per_row(lse_p[..., None])[..., 0]
-    lse = torch.logaddexp(lse_p, lse_s)
-    out = (
-        out_p.float() * (lse_p - lse).exp()[..., None]
-        + out_s.float() * (lse_s - lse).exp()[..., None]
-    )
-    return out.to(query.dtype).transpose(1, 2).contiguous(), None
+    scale = scaling if scaling is not None else query.shape[-1] ** -0.5
+    out = _SharedPrefixAttention.apply(query, key, value, prefix_keys, prefix_values, mask, scale)
+    return out.transpose(1, 2).contiguous(), None
 
 
-@torch.no_grad()  # the prefix's log-sum-exp carries no gradient through the kernel
+def _stacked(t: torch.Tensor, kv_heads: int) -> torch.Tensor:
+    """``(B, H, S, ...)`` -> ``(1, Hkv, B*G*S, ...)``: the queries of one key/value head,
+    every row's, one after another (the prefix is the same for all of them)."""
+    batch, heads, length = t.shape[:3]
+    t = t.reshape(batch, kv_heads, heads // kv_heads * length, *t.shape[3:]).transpose(0, 1)
+    return t.reshape(1, kv_heads, batch * heads // kv_heads * length, *t.shape[3:])
+
+
+def _per_row(t: torch.Tensor, batch: int, heads: int) -> torch.Tensor:
+    """The inverse of :func:`_stacked`."""
+    kv_heads, length = t.shape[1], t.shape[2] // batch
+    t = t.reshape(kv_heads, batch, length, *t.shape[3:]).transpose(0, 1)
+    return t.reshape(batch, heads, length * kv_heads // heads, *t.shape[3:])
+
+
+class _SharedPrefixAttention(torch.autograd.Function):
+    """Attention of the rows' queries to the prefix (one unmasked flash call over all rows'
+    queries) and to their own tokens (a masked one), merged by log-sum-exp. Backward runs
+    the kernel's backward on each part with the merged output and log-sum-exp, which
+    gives each part's share of the exact gradient (as ring attention does): the prefix's
+    keys/values get the sum over all rows, without ever being repeated per row."""
+
+    @staticmethod
+    def forward(ctx, query, key, value, prefix_keys, prefix_values, mask, scale):
+        batch, heads = query.shape[:2]
+        kv_heads = key.shape[1]
+        groups = heads // kv_heads
+        out_p, lse_p = _flash(
+            _stacked(query, kv_heads), prefix_keys, prefix_values, 0.0, False, scale=scale
+        )
+        key_r, value_r = key.repeat_interleave(groups, 1), value.repeat_interleave(groups, 1)
+        out_s, lse_s = _flash(query, key_r, value_r, 0.0, mask is None, attn_mask=mask, scale=scale)
+        out_p = _per_row(out_p, batch, heads)
+        lse_p = _per_row(lse_p[..., None], batch, heads)[..., 0]
+        lse = torch.logaddexp(lse_p, lse_s)  # (B, H, S)
+        out = (
+            out_p.float() * (lse_p - lse).exp()[..., None]
+            + out_s.float() * (lse_s - lse).exp()[..., None]
+        ).to(query.dtype)
+        ctx.save_for_backward(query, key_r, value_r, prefix_keys, prefix_values, mask, out, lse)
+        ctx.scale, ctx.kv_heads = scale, kv_heads
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        query, key_r, value_r, prefix_keys, prefix_values, mask, out, lse = ctx.saved_tensors
+        batch, heads, length, dim = query.shape
+        kv_heads = ctx.kv_heads
+        grad_out = grad_out.contiguous()
+        dq_p, dk_p, dv_p = _flash_backward(
+            _stacked(grad_out, kv_heads),
+            _stacked(query, kv_heads),
+            prefix_keys,
+            prefix_values,
+            _stacked(out, kv_heads),
+            _stacked(lse[..., None], kv_heads)[..., 0].contiguous(),
+            0.0,
+            False,
+            scale=ctx.scale,
+        )
+        dq_s, dk_r, dv_r = _flash_backward(
+            grad_out,
+            query,
+            key_r,
+            value_r,
+            out,
+            lse,
+            0.0,
+            mask is None,
+            attn_mask=mask,
+            scale=ctx.scale,
+        )
+        dq = _per_row(dq_p, batch, heads) + dq_s
+
+        def grouped(t: torch.Tensor) -> torch.Tensor:  # sum each key/value head's queries
+            return t.reshape(batch, kv_heads, heads // kv_heads, length, dim).sum(2)
+
+        return dq, grouped(dk_r), grouped(dv_r), dk_p, dv_p, None, None
+
+
 def continue_shared_prefix(
     model: torch.nn.Module,
     prefix: list[tuple[torch.Tensor, torch.Tensor]],
@@ -140,9 +195,10 @@ def continue_shared_prefix(
 ) -> Any:
     """``model``'s output for rows ``input_ids`` ``(B, S)`` that each continue the same
     prefix, given as its per-layer keys/values ``(1, Hkv, P, D)``; ``attention_mask``
-    ``(B, S)`` marks the rows' real tokens (right padding). Without gradient. On CPU with
-    this module's attention the prefix is read once for all rows; otherwise (CUDA, another
-    attention) it is repeated per row into a cache, as transformers does."""
+    ``(B, S)`` marks the rows' real tokens (right padding). Gradients reach the prefix's
+    keys/values where they require them. On CPU with this module's attention the prefix is
+    read once for all rows; otherwise (CUDA, another attention) it is repeated per row into
+    a cache, as transformers does."""
     length = prefix[0][0].shape[-2]
     batch, width = input_ids.shape
     positions = torch.arange(length, length + width, device=input_ids.device).expand(batch, -1)

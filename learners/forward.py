@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import torch
 from transformers import DynamicCache
 
+from agents.cpu_attention import continue_shared_prefix
 from agents.episode import Episode, common_prefix, padded_batches
 
 # (context ids, ids, the positions in ids whose predicting logits are wanted: sorted)
@@ -70,33 +71,19 @@ def _continuation_logits(
     device = next(model.parameters()).device
     batch, longest = len(rows), max(len(r) for r in rows)
     tokens = torch.zeros(batch, longest, dtype=torch.long, device=device)  # (B, L)
-    mask = torch.zeros(batch, prefix.length + longest, dtype=torch.long, device=device)
-    mask[:, : prefix.length] = 1
+    mask = torch.zeros(batch, longest, dtype=torch.long, device=device)  # real row tokens
     # the logit predicting row[i] sits at i - 1; for i = 0 it is the prefix's last one
     keep = torch.zeros(batch, longest, dtype=torch.bool, device=device)  # (B, L)
     for b, (row, start, want) in enumerate(zip(rows, first, wanted, strict=True)):
         tokens[b, : len(row)] = torch.tensor(row, device=device)
-        mask[b, prefix.length : prefix.length + len(row)] = 1
+        mask[b, : len(row)] = 1
         keep[b, [start + t - 1 for t in want if start + t > 0]] = True
-    positions = torch.arange(prefix.length, prefix.length + longest, device=device)
-    cache = (
-        DynamicCache(
-            ddp_cache_data=[
-                (k.expand(batch, -1, -1, -1), v.expand(batch, -1, -1, -1)) for k, v in kv
-            ]
-        )
-        if prefix.length
-        else DynamicCache()
-    )
     with _autocast(device, autocast):
-        out = model(
-            input_ids=tokens,
-            attention_mask=mask,
-            position_ids=positions.expand(batch, -1),
-            cache=cache,
-            use_cache=True,
-            logits_to_keep=keep,  # (N, V): the kept positions, row by row
-        )
+        # logits_to_keep: the kept positions, row by row, as (N, V)
+        if prefix.length:
+            out = continue_shared_prefix(model, kv, tokens, mask, keep)
+        else:
+            out = model(input_ids=tokens, attention_mask=mask, logits_to_keep=keep)
     kept = out.logits.float().split(keep.sum(dim=1).tolist())
     logits = []
     for body, start, want in zip(kept, first, wanted, strict=True):
