@@ -12,7 +12,10 @@ warm-up SGCD step:
 * shared-prefix -- ``learners.training.train.backward_groups``: the prompt once, the continuations
   in one micro-batch; the gradient must equal the per-episode one;
 * GRPO step / SGCD step -- credit assignment plus the update, SGCD with the local
-  analyst (SmolLM2 writing the credit reference) and teacher scoring.
+  analyst (SmolLM2 writing the credit reference) and teacher scoring;
+* SGCD step, hosted -- the same with a stand-in for a hosted analyst (no network here):
+  it answers each request after ``--hosted-latency`` seconds with the reply the local
+  analyst wrote for it, so teacher scoring sees the same reference.
 
 Also prints the shared-prefix pass's throughput as a share of the probe's matmul peak,
 counting 6 x parameters x tokens actually needed (the prompt once).
@@ -23,6 +26,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+from dataclasses import replace
 
 import torch
 
@@ -73,13 +77,38 @@ def _per_episode(learner, model, group, advantages, scales) -> None:
         loss.backward()
 
 
+class HostedStandIn:
+    """The timing of a hosted analyst answering in ``latency`` seconds: replays the
+    replies another backend gave to the same messages (calls run in threads, as a hosted
+    backend's do in :func:`agents.chat.complete_many`)."""
+
+    supports_temperature = True
+
+    def __init__(self, source, latency: float) -> None:
+        self.model = f"stand-in for a hosted analyst ({latency:g} s)"
+        self.source = source
+        self.latency = latency
+        self.replies: dict[str, str] = {}
+
+    def complete(self, messages, *, temperature, seed) -> str:
+        key = repr(messages)
+        if key not in self.replies:  # in the untimed warm-up
+            self.replies[key] = self.source.complete(messages, temperature=temperature, seed=seed)
+        time.sleep(self.latency)
+        return self.replies[key]
+
+
 def _flat_grad(model) -> torch.Tensor:
     return torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None])
 
 
 def measure(
-    quick: bool, env: str | None = None, n: int | None = None
+    quick: bool,
+    env: str | None = None,
+    n: int | None = None,
+    hosted_latency: float = 5.0,  # issue 15's goal: a hosted analyst answering within 5 s
 ) -> tuple[list[str], dict[str, float]]:
+    """Quick mode leaves out the hosted arm."""
     env = env or ("airline_mini" if quick else "tau3_airline")
     n = n or (4 if quick else 8)
     repeats = 1 if quick else 2
@@ -104,24 +133,31 @@ def measure(
     credit = get_credit("grpo")
     advantages = credit.assign([group], None, credit.make_config()).advantages
 
-    diagnostics: dict[str, float] = {}
+    diagnostics: dict[str, dict[str, float]] = {}
 
-    def update(name: str) -> None:
+    def update(arm: str, name: str, step_analyst) -> None:
         learner = learners[name]
         method = get_credit(learner.credit_method)
-        adv = method.assign([group], teacher, method.make_config(learner.credit_config()))
-        diagnostics.update(adv.diagnostics)
+        step_teacher = replace(teacher, analyst=step_analyst)
+        adv = method.assign([group], step_teacher, method.make_config(learner.credit_config()))
+        diagnostics[arm] = adv.diagnostics
         backward_groups(learner, model, [group], adv.advantages, scales)
 
     arms = {
         "per-episode": lambda: _per_episode(grpo, model, group, advantages, scales),
         "shared-prefix": lambda: backward_groups(grpo, model, [group], advantages, scales),
-        "GRPO step": lambda: update("grpo"),
-        "SGCD step": lambda: update("sgcd"),
+        "GRPO step": lambda: update("GRPO step", "grpo", analyst),
+        "SGCD step": lambda: update("SGCD step", "sgcd", analyst),
     }
+    sgcd_arms = ["SGCD step"]
+    if not quick:
+        hosted = HostedStandIn(analyst, hosted_latency)
+        arms["SGCD, hosted"] = lambda: update("SGCD, hosted", "sgcd", hosted)
+        sgcd_arms.append("SGCD, hosted")
     times: dict[str, list[float]] = {name: [] for name in arms}
     grads: dict[str, torch.Tensor] = {}
-    arms["SGCD step"]()  # warm-up, untimed: forward, backward, analyst, teacher scoring
+    for name in sgcd_arms:  # warm-up, untimed: forward, backward, analyst, teacher scoring
+        arms[name]()
     for _ in range(repeats):
         for name, run in arms.items():
             model.zero_grad(set_to_none=True)
@@ -143,18 +179,23 @@ def measure(
         f"median of {repeats}):"
     ]
     lines += [f"  {name:<14} {s:7.2f} s" for name, s in med.items()]
-    lines.append(
-        f"  SGCD's credit in its last step: analyst {diagnostics['credit/analyst_s']:.2f} s, "
-        f"teacher scoring {diagnostics['credit/teacher_scoring_s']:.2f} s"
-    )
+    for name in sgcd_arms:
+        credit_times = diagnostics[name]
+        lines.append(
+            f"  {name}, credit in its last run: analyst {credit_times['credit/analyst_s']:.2f} s, "
+            f"teacher scoring {credit_times['credit/teacher_scoring_s']:.2f} s"
+        )
     lines.append(
         f"  shared-prefix gradient vs per-episode: relative difference {gap:.1e}; "
         f"{achieved:.0f} GFLOP/s = {achieved / peak:.0%} of the {precision.name} matmul peak"
     )
-    return lines, {
+    ratios = {
         "learner_prefix_vs_episode": med["per-episode"] / med["shared-prefix"],
         "sgcd_vs_grpo": med["SGCD step"] / med["GRPO step"],
     }
+    if "SGCD, hosted" in med:
+        ratios["sgcd_hosted_vs_grpo"] = med["SGCD, hosted"] / med["GRPO step"]
+    return lines, ratios
 
 
 def main() -> None:
@@ -162,8 +203,11 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--env", default=None)
     parser.add_argument("--n", type=int, default=None, help="siblings (default 8; quick 4)")
+    parser.add_argument(
+        "--hosted-latency", type=float, default=5.0, help="seconds the hosted stand-in takes"
+    )
     args = parser.parse_args()
-    lines, ratios = measure(args.quick, args.env, args.n)
+    lines, ratios = measure(args.quick, args.env, args.n, args.hosted_latency)
     print("\n".join(lines))
     print(" ".join(f"{k}={v:.2f}" for k, v in ratios.items()))
 
