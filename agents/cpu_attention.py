@@ -221,6 +221,38 @@ def continue_shared_prefix(
     )
 
 
+def logits_after_prefix(
+    model: torch.nn.Module,
+    prefix: list[tuple[torch.Tensor, torch.Tensor]],
+    last_logits: torch.Tensor | None,
+    rows: list[list[int]],
+    wanted: list[list[int]],
+) -> list[torch.Tensor]:
+    """Per row of ids continuing ``prefix`` (per-layer keys/values, ``[]`` for none), the
+    ``(len(wanted), V)`` logits predicting ``row[i]`` for each ``i`` of its sorted
+    ``wanted``: ``row[0]`` is predicted by the prefix's ``last_logits`` ``(V,)``. The rows
+    run as one right-padded batch (real tokens never attend to the pad after them), and
+    only the wanted positions go through the LM head."""
+    device = next(model.parameters()).device
+    longest = max(len(row) for row in rows)
+    tokens = torch.zeros(len(rows), longest, dtype=torch.long, device=device)  # (B, L)
+    mask = torch.zeros(len(rows), longest, dtype=torch.long, device=device)  # (B, L)
+    keep = torch.zeros(len(rows), longest, dtype=torch.bool, device=device)  # (B, L)
+    for b, (row, want) in enumerate(zip(rows, wanted, strict=True)):
+        tokens[b, : len(row)] = torch.tensor(row, device=device)
+        mask[b, : len(row)] = 1
+        keep[b, [i - 1 for i in want if i > 0]] = True  # the logit predicting row[i]
+    if prefix:
+        out = continue_shared_prefix(model, prefix, tokens, mask, keep)
+    else:
+        out = model(input_ids=tokens, attention_mask=mask, logits_to_keep=keep)
+    kept = out.logits.split(keep.sum(dim=1).tolist())  # B x (R', V), row by row
+    return [
+        torch.cat([last_logits[None], body]) if want and want[0] == 0 else body
+        for body, want in zip(kept, wanted, strict=True)
+    ]
+
+
 def one_token_safe_mask(*args, **kwargs) -> torch.Tensor | None:
     """transformers' SDPA mask, kept for one-token queries. For a query at position 0
     whose padding mask is ones then zeros (a preallocated cache, agents/hf_generation.py)

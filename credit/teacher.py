@@ -23,7 +23,7 @@ from typing import Any, Protocol
 
 import torch
 
-from agents.cpu_attention import continue_shared_prefix
+from agents.cpu_attention import logits_after_prefix
 from agents.episode import Episode, EpisodeGroup, common_prefix, padded_batches
 from credit.divergence import DIVERGENCES, entropy
 from credit.sanitizer import PrivateValues
@@ -198,30 +198,12 @@ class TeacherScorer:
         return _Context(cache=out.cache, last_logits=out.logits[0, -1], length=offset + len(ids))
 
     def _continue(self, context: _Context, batch: list[Episode]) -> list[torch.Tensor]:
-        """Per episode, the ``(R, V)`` logits that predicted its response tokens."""
-        device = self._device()
-        longest = max(len(e.ids) for e in batch)
-        tokens = torch.zeros(len(batch), longest, dtype=torch.long, device=device)  # (B, L)
-        mask = torch.zeros(len(batch), longest, dtype=torch.long, device=device)  # (B, L)
-        for row, episode in enumerate(batch):
-            tokens[row, : len(episode.ids)] = torch.tensor(episode.ids, device=device)
-            mask[row, : len(episode.ids)] = 1
-        # The logit predicting ids[t] sits at t-1 (for t = 0 it is the prompt's last one):
-        # only those rows go through the LM head, not tool observations or padding.
-        positions = [_response_positions(e).to(device) for e in batch]  # B × (R,)
-        keep = torch.zeros(len(batch), longest, dtype=torch.bool, device=device)  # (B, L)
-        for row, pos in enumerate(positions):
-            keep[row, pos[pos > 0] - 1] = True
+        """Per episode, the ``(R, V)`` logits that predicted its response tokens (only
+        those go through the LM head, not tool observations or padding)."""
         prefix = [(layer.keys, layer.values) for layer in context.cache.layers]
-        # Right padding: real tokens never attend to the pad after them.
-        out = continue_shared_prefix(self.model, prefix, tokens, mask, keep)
-        kept = out.logits.split(keep.sum(dim=1).tolist())  # B × (R', V), row-major order
-        rows = []
-        for pos, logits in zip(positions, kept, strict=True):
-            if len(pos) and pos[0] == 0:
-                logits = torch.cat([context.last_logits[None], logits])
-            rows.append(logits)  # (R, V)
-        return rows
+        rows = [list(e.ids) for e in batch]
+        wanted = [e.response_positions() for e in batch]
+        return logits_after_prefix(self.model, prefix, context.last_logits, rows, wanted)
 
     def _reduce(
         self, episode: Episode, student: torch.Tensor, teacher: torch.Tensor

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import torch
 from transformers import DynamicCache
 
-from agents.cpu_attention import continue_shared_prefix
+from agents.cpu_attention import logits_after_prefix
 from agents.episode import Episode, common_prefix, padded_batches
 
 # (context ids, ids, the positions in ids whose predicting logits are wanted: sorted)
@@ -34,14 +34,13 @@ def _autocast(device: torch.device, dtype: torch.dtype | None):
 
 @dataclass
 class _Prefix:
-    length: int
     kv: list[tuple[torch.Tensor, torch.Tensor]]  # per layer (1, H, S, D), as computed
     last_logits: torch.Tensor | None  # (1, V): predicts the token after the prefix
 
 
 def _encode_prefix(model: torch.nn.Module, ids: list[int], autocast: torch.dtype | None) -> _Prefix:
     if not ids:
-        return _Prefix(0, [], None)
+        return _Prefix([], None)
     device = next(model.parameters()).device
     cache = DynamicCache()
     with _autocast(device, autocast):
@@ -52,44 +51,26 @@ def _encode_prefix(model: torch.nn.Module, ids: list[int], autocast: torch.dtype
             logits_to_keep=1,
         )
     kv = [(layer.keys, layer.values) for layer in cache.layers]
-    return _Prefix(len(ids), kv, out.logits[:, -1])
+    return _Prefix(kv, out.logits[:, -1])
 
 
 def _continuation_logits(
     model: torch.nn.Module,
-    prefix: _Prefix,
     kv: list[tuple[torch.Tensor, torch.Tensor]],
-    last_logits: torch.Tensor,
+    last_logits: torch.Tensor | None,
     rows: list[list[int]],
     first: list[int],
-    wanted: list[Sequence[int]],
+    items: list[Item],
+    batch: list[int],
     autocast: torch.dtype | None,
 ) -> list[torch.Tensor]:
-    """Per row, the ``(R, V)`` fp32 logits predicting ``row[first + t]`` for each ``t`` in
-    its ``wanted``; row tokens follow the prefix (right-padded, so real tokens never attend
-    to padding)."""
-    device = next(model.parameters()).device
-    batch, longest = len(rows), max(len(r) for r in rows)
-    tokens = torch.zeros(batch, longest, dtype=torch.long, device=device)  # (B, L)
-    mask = torch.zeros(batch, longest, dtype=torch.long, device=device)  # real row tokens
-    # the logit predicting row[i] sits at i - 1; for i = 0 it is the prefix's last one
-    keep = torch.zeros(batch, longest, dtype=torch.bool, device=device)  # (B, L)
-    for b, (row, start, want) in enumerate(zip(rows, first, wanted, strict=True)):
-        tokens[b, : len(row)] = torch.tensor(row, device=device)
-        mask[b, : len(row)] = 1
-        keep[b, [start + t - 1 for t in want if start + t > 0]] = True
-    with _autocast(device, autocast):
-        # logits_to_keep: the kept positions, row by row, as (N, V)
-        if prefix.length:
-            out = continue_shared_prefix(model, kv, tokens, mask, keep)
-        else:
-            out = model(input_ids=tokens, attention_mask=mask, logits_to_keep=keep)
-    kept = out.logits.float().split(keep.sum(dim=1).tolist())
-    logits = []
-    for body, start, want in zip(kept, first, wanted, strict=True):
-        head = len(want) > 0 and start + want[0] == 0
-        logits.append(torch.cat([last_logits.float(), body]) if head else body)
-    return logits
+    """For the items in ``batch``, the ``(len(wanted), V)`` fp32 logits predicting their
+    wanted ids, from their rows after the prefix (``kv``; its ``last_logits`` ``(1, V)``)."""
+    wanted = [[first[i] + t for t in items[i][2]] for i in batch]
+    last = last_logits[0] if last_logits is not None else None
+    with _autocast(next(model.parameters()).device, autocast):
+        logits = logits_after_prefix(model, kv, last, [rows[i] for i in batch], wanted)
+    return [row.float() for row in logits]
 
 
 def _split(items: list[Item]) -> tuple[list[int], list[list[int]], list[int]]:
@@ -121,16 +102,7 @@ def backward_shared_prefix(
     kv = [(k.detach().requires_grad_(), v.detach().requires_grad_()) for k, v in prefix.kv]
     last = prefix.last_logits.detach().requires_grad_() if prefix_ids else None
     for batch in padded_batches([len(r) for r in rows], max_tokens):
-        logits = _continuation_logits(
-            model,
-            prefix,
-            kv,
-            last,
-            [rows[i] for i in batch],
-            [first[i] for i in batch],
-            [items[i][2] for i in batch],
-            autocast,
-        )
+        logits = _continuation_logits(model, kv, last, rows, first, items, batch, autocast)
         loss = sum(loss_of(i, out) for i, out in zip(batch, logits, strict=True))
         if loss.requires_grad:
             loss.backward()
@@ -161,14 +133,7 @@ def shared_prefix_logits(
     out: list[torch.Tensor] = [torch.empty(0)] * len(items)
     for batch in padded_batches([len(r) for r in rows], max_tokens):
         logits = _continuation_logits(
-            model,
-            prefix,
-            prefix.kv,
-            prefix.last_logits,
-            [rows[i] for i in batch],
-            [first[i] for i in batch],
-            [items[i][2] for i in batch],
-            autocast,
+            model, prefix.kv, prefix.last_logits, rows, first, items, batch, autocast
         )
         for i, row_logits in zip(batch, logits, strict=True):
             out[i] = row_logits
