@@ -261,6 +261,13 @@ class LocalChat:
         return replies
 
 
+def waits_on_network(backend: Any) -> bool:
+    """Whether ``backend``'s calls wait on another machine (a hosted API, a server) rather
+    than compute on this one's cores (:class:`LocalChat`): only then is there idle time
+    to overlap with other work."""
+    return backend is not None and not isinstance(backend, LocalChat)
+
+
 def complete_many(
     backend: Any,
     requests: list[list[dict[str, str]]],

@@ -15,7 +15,8 @@ warm-up SGCD step:
   analyst (SmolLM2 writing the credit reference) and teacher scoring;
 * SGCD step, hosted -- the same with a stand-in for a hosted analyst (no network here):
   it answers each request after ``--hosted-latency`` seconds with the reply the local
-  analyst wrote for it, so teacher scoring sees the same reference.
+  analyst wrote for it, so teacher scoring sees the same reference. As in training, the
+  wait runs beside the update's forward (``learners.training.pending_credit``).
 
 Also prints the shared-prefix pass's throughput as a share of the probe's matmul peak,
 counting 6 x parameters x tokens actually needed (the prompt once).
@@ -31,7 +32,7 @@ from dataclasses import replace
 import torch
 
 from agents.build import build_policy
-from agents.chat import make_chat_backend
+from agents.chat import make_chat_backend, waits_on_network
 from agents.env_pool import EnvSpec, LocalEnvPool
 from agents.generation import SamplingConfig
 from agents.model import ModelConfig, load_model
@@ -41,6 +42,7 @@ from credit import get_credit
 from credit.task_prompts import ChatTaskPrompts
 from credit.teacher import Teacher
 from learners.registry import LearnerContext, LossInput, get_learner
+from learners.training.pending_credit import PendingCredit
 from learners.training.train import TEACHER_TITLE, backward_groups
 
 
@@ -136,12 +138,18 @@ def measure(
     diagnostics: dict[str, dict[str, float]] = {}
 
     def update(arm: str, name: str, step_analyst) -> None:
+        """Credit and update as the trainer runs them (a hosted analyst's wait beside the
+        forward)."""
         learner = learners[name]
         method = get_credit(learner.credit_method)
         step_teacher = replace(teacher, analyst=step_analyst)
-        adv = method.assign([group], step_teacher, method.make_config(learner.credit_config()))
-        diagnostics[arm] = adv.diagnostics
-        backward_groups(learner, model, [group], adv.advantages, scales)
+        config = method.make_config(learner.credit_config())
+        credit = PendingCredit(
+            lambda: method.assign([group], step_teacher, config),
+            in_background=waits_on_network(step_analyst),
+        )
+        backward_groups(learner, model, [group], credit.advantages, scales)
+        diagnostics[arm] = {**credit.result().diagnostics, "credit/wait_s": credit.waited_s}
 
     arms = {
         "per-episode": lambda: _per_episode(grpo, model, group, advantages, scales),
@@ -183,7 +191,8 @@ def measure(
         credit_times = diagnostics[name]
         lines.append(
             f"  {name}, credit in its last run: analyst {credit_times['credit/analyst_s']:.2f} s, "
-            f"teacher scoring {credit_times['credit/teacher_scoring_s']:.2f} s"
+            f"teacher scoring {credit_times['credit/teacher_scoring_s']:.2f} s, "
+            f"update waited {credit_times['credit/wait_s']:.2f} s for it"
         )
     lines.append(
         f"  shared-prefix gradient vs per-episode: relative difference {gap:.1e}; "

@@ -3,6 +3,9 @@
     rollout (dynamic sampling) -> credit.assign -> learner.loss per episode -> AdamW step
     -> weight sync to the sampler -> metrics, checkpoint, periodic held-out evaluation.
 
+A credit that waits on a hosted analyst runs beside the update's forward
+(:mod:`learners.training.pending_credit`).
+
 A run directory holds ``run.json``, ``metrics.jsonl`` (one line per step), ``eval.jsonl``,
 ``eval_episodes/step_<k>.jsonl``, ``weights/step_<k>.npy`` (credit weights, when not all
 ones) and ``checkpoint/`` (model, optimizer, RNG, step). Rerunning with the same run
@@ -16,7 +19,7 @@ import json
 import random
 import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,6 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from agents.chat import waits_on_network
 from agents.env_pool import EnvPool, EnvSpec
 from agents.episode import EpisodeGroup
 from agents.hf_generation import HFGenerator
@@ -46,6 +50,7 @@ from learners.training.evaluate import (
 )
 from learners.training.heap import give_back_freed_memory, resident_gb
 from learners.training.metrics import episode_metrics
+from learners.training.pending_credit import PendingCredit
 
 AGGREGATIONS = ("token-mean", "seq-mean")
 TEACHER_TITLE = "Training-only reference for this task:"
@@ -303,9 +308,16 @@ class Trainer:
             self.ranks.broadcast(None)  # the other ranks skip this step's update too
             metrics["time/step_s"] = time.perf_counter() - started
             return metrics
-        credit_start = time.perf_counter()
-        advantages = self.credit.assign(groups, self.context.teacher, self.credit_config)
-        metrics["time/credit_s"] = time.perf_counter() - credit_start
+        credit = PendingCredit(
+            lambda: self.credit.assign(groups, self.context.teacher, self.credit_config),
+            in_background=self.ranks.world == 1 and waits_on_network(self.parts.analyst),
+        )
+        update_start = time.perf_counter()
+        metrics.update(self._update(groups, credit))
+        advantages = credit.result()
+        metrics["time/credit_s"] = credit.seconds
+        metrics["time/credit_wait_s"] = credit.waited_s  # the part the update did not hide
+        metrics["time/update_s"] = time.perf_counter() - update_start - credit.waited_s
         self.inert_steps = self.inert_steps + 1 if check_credit(advantages, groups) else 0
         if self.inert_steps >= self.config.monitor_patience:
             raise RuntimeError(
@@ -314,9 +326,6 @@ class Trainer:
             )
         metrics.update(advantages.diagnostics)
         self._save_weights(step, advantages, groups)
-        update_start = time.perf_counter()
-        metrics.update(self._update(groups, advantages))
-        metrics["time/update_s"] = time.perf_counter() - update_start
         metrics["time/step_s"] = time.perf_counter() - started
         return metrics
 
@@ -343,10 +352,13 @@ class Trainer:
                 break
         return kept[: self.config.groups_per_step], drawn, draws
 
-    def _update(self, groups: list[EpisodeGroup], advantages: TokenAdvantages) -> dict[str, float]:
-        credit = (groups, advantages.advantages, advantages.teacher_prompts)
-        self.ranks.broadcast(credit)
-        out = self._learn(*credit)
+    def _update(self, groups: list[EpisodeGroup], credit: PendingCredit) -> dict[str, float]:
+        if self.ranks.world == 1:  # the loss reads the credit lazily: the forward goes first
+            out = self._learn(groups, credit.advantages, credit.teacher_prompts)
+        else:  # the other ranks need the credit before their forward
+            advantages = credit.result()
+            shared = (groups, advantages.advantages, advantages.teacher_prompts)
+            out = self._learn(*self.ranks.broadcast(shared))
         self.parts.policy.generator.sync_weights(self.parts.model)
         return out
 
@@ -359,11 +371,12 @@ class Trainer:
     def _learn(
         self,
         groups: list[EpisodeGroup],
-        advantages: list[torch.Tensor],
-        teacher_prompts: list[list[int] | None],
+        advantages: Sequence[torch.Tensor],
+        teacher_prompts: Sequence[list[int] | None],
     ) -> dict[str, float]:
         """One optimizer step on the step's groups, this rank's share backpropagated and
-        the gradients summed over ranks; returns the loss metrics of all of them."""
+        the gradients summed over ranks; returns the loss metrics of all of them. A rank
+        that owns every group passes the credit on unread (it may still be pending)."""
         model = self.parts.model
         model.train()
         self.optimizer.zero_grad(set_to_none=True)
@@ -376,15 +389,18 @@ class Trainer:
             for _, g, j in items
         ]
         mine = [k for k, (i, _, _) in enumerate(items) if self.ranks.owns(i)]
+        if len(mine) < len(items):
+            advantages = [advantages[k] for k in mine]
+            teacher_prompts = [teacher_prompts[k] for k in mine] if teacher_prompts else []
         sums: dict[str, float] = {}
         if mine:
             sums = backward_groups(
                 self.learner,
                 model,
                 [g for i, g in enumerate(groups) if self.ranks.owns(i)],
-                [advantages[k] for k in mine],
+                advantages,
                 [scales[k] for k in mine],
-                [teacher_prompts[k] for k in mine] if teacher_prompts else None,
+                teacher_prompts,
             )
         self.ranks.sum_gradients(model)
         sums = self.ranks.sum_values(sums)
@@ -444,15 +460,17 @@ def backward_groups(
     learner: Learner,
     model: torch.nn.Module,
     groups: list[EpisodeGroup],
-    advantages: list[torch.Tensor],
+    advantages: Sequence[torch.Tensor],
     scales: list[float],
-    teacher_prompts: list[list[int] | None] | None = None,
+    teacher_prompts: Sequence[list[int] | None] = (),
 ) -> dict[str, float]:
     """Backpropagate the learner's loss over a step's episodes (``advantages``, ``scales``
-    and the credit's ``teacher_prompts`` in group order) in one
+    and the credit's ``teacher_prompts`` in group order; empty: none) in one
     :func:`learners.forward.backward_shared_prefix`: the prefix every episode shares (a
-    group's prompt; across groups, the system prompt and tools) is encoded once. Returns
-    the summed metrics."""
+    group's prompt; across groups, the system prompt and tools) is encoded once. The
+    credit is read only by the losses, after the forward of the prefix and the first
+    micro-batch (:class:`~learners.training.pending_credit.PendingCredit`). Returns the
+    summed metrics."""
     episodes = [(g, j) for g in groups for j in range(len(g.episodes))]
     sums: dict[str, float] = defaultdict(float)
 

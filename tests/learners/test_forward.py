@@ -80,7 +80,7 @@ def test_learner_loss_and_gradient_equal_the_per_episode_path(setup, name, budge
     learner = entry.learner_class(entry.make_config(options), context)
     credit = get_credit(learner.credit_method)
     assigned = credit.assign([group], teacher, credit.make_config(learner.credit_config()))
-    advantages, prompts = assigned.advantages, assigned.teacher_prompts or None
+    advantages, prompts = assigned.advantages, assigned.teacher_prompts
     total = sum(sum(e.response_mask) for e in group.episodes)
     scales = [1.0 / total] * len(group.episodes)
 

@@ -1,0 +1,129 @@
+"""A credit that waits on a hosted analyst runs beside the update's forward and gives the
+update it would give computed first; errors in it reach the update."""
+
+import copy
+import json
+import threading
+import time
+from dataclasses import replace
+
+import pytest
+import torch
+from conftest import FixedAnalyst
+
+from credit import get_credit
+from learners.registry import LearnerContext, get_learner
+from learners.training.pending_credit import PendingCredit
+from learners.training.train import backward_groups
+
+LATENCY_S = 0.5  # long against the tiny model's forward
+
+
+class SlowAnalyst(FixedAnalyst):
+    """A hosted analyst's timing: the reply comes ``LATENCY_S`` after the call."""
+
+    def __init__(self) -> None:
+        self.replied_at: list[float] = []
+
+    def complete(self, messages, *, temperature, seed):
+        time.sleep(LATENCY_S)
+        self.replied_at.append(time.perf_counter())
+        return super().complete(messages, temperature=temperature, seed=seed)
+
+
+def _sgcd_update(setup, in_background: bool):
+    """One SGCD update on the mixed group; returns the gradient, the pending credit, the
+    analyst and when the learner's forward first ran."""
+    model, group, teacher = setup
+    # scored with its own copy of the weights, as the trainer's teacher (the sampler's)
+    teacher = replace(teacher, model=copy.deepcopy(model), analyst=SlowAnalyst())
+    entry = get_learner("sgcd")
+    learner = entry.learner_class(
+        entry.make_config({}), LearnerContext(temperature=1.0, autocast=None, teacher=teacher)
+    )
+    method = get_credit(learner.credit_method)
+    config = method.make_config(learner.credit_config())
+    forward_at: list[float] = []
+    hook = model.register_forward_pre_hook(lambda *_: forward_at.append(time.perf_counter()))
+    model.zero_grad()
+    scales = [1.0 / sum(sum(e.response_mask) for e in group.episodes)] * len(group.episodes)
+    try:
+        credit = PendingCredit(lambda: method.assign([group], teacher, config), in_background)
+        backward_groups(learner, model, [group], credit.advantages, scales, credit.teacher_prompts)
+    finally:
+        hook.remove()
+    grad = torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None])
+    return grad, credit, teacher.analyst, forward_at[0]
+
+
+def test_a_waiting_credit_overlaps_the_forward_and_gives_the_same_gradient(setup):
+    first, inline, analyst, forward_at = _sgcd_update(setup, in_background=False)
+    assert forward_at > analyst.replied_at[0]  # computed first: the forward waited
+    assert inline.waited_s == inline.seconds
+
+    overlapped, pending, analyst, forward_at = _sgcd_update(setup, in_background=True)
+    assert forward_at < analyst.replied_at[0]  # the forward ran while the analyst was out
+    assert pending.seconds >= LATENCY_S
+    assert pending.waited_s < pending.seconds  # part of the wait was hidden
+    assert pending.result().diagnostics["credit/mixed_group_share"] == 1.0
+    torch.testing.assert_close(overlapped, first, rtol=1e-6, atol=0.0)
+
+
+def test_an_error_in_a_background_credit_reaches_the_update(setup):
+    model, group, _ = setup
+    entry = get_learner("grpo")
+    learner = entry.learner_class(
+        entry.make_config({}), LearnerContext(temperature=1.0, autocast=None)
+    )
+
+    def failing():
+        raise ValueError("the analyst's reply could not be read")
+
+    credit = PendingCredit(failing, in_background=True)
+    scales = [1.0] * len(group.episodes)
+    with pytest.raises(ValueError, match="could not be read"):
+        backward_groups(learner, model, [group], credit.advantages, scales)
+
+
+def test_a_credit_that_computes_here_is_computed_at_once():
+    calls = []
+
+    def assign():
+        calls.append(threading.current_thread())
+        return "credit"
+
+    pending = PendingCredit(assign, in_background=False)
+    assert calls == [threading.main_thread()]
+    assert pending.result() == "credit" and len(calls) == 1
+
+
+def test_the_trainer_overlaps_a_hosted_analyst_and_trains_as_it_would_inline(tmp_path, monkeypatch):
+    from learner_helpers import config
+    from safetensors.torch import load_file
+
+    import learners.training.train as train
+    from learners.cli import train_one
+
+    def mixed_rollouts(*args, **kwargs):  # the tiny model never succeeds: relabel rewards
+        groups = rollout_groups(*args, **kwargs)
+        for group in groups:
+            for k, episode in enumerate(group.episodes):
+                episode.reward = float(k % 2 == 0)
+        return groups
+
+    rollout_groups = train.rollout_groups
+    monkeypatch.setattr(train, "rollout_groups", mixed_rollouts)
+    monkeypatch.setattr("agents.chat.make_chat_backend", lambda cfg: SlowAnalyst())
+    runs = {}
+    for in_background in (True, False):
+        monkeypatch.setattr(train, "waits_on_network", lambda analyst, b=in_background: b)
+        run = tmp_path / str(in_background)
+        train_one(config("sgcd", "train.steps=1"), run)
+        (metrics,) = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+        assert metrics["credit/mixed_group_share"] == 1.0
+        assert metrics["credit/analyst_s"] >= LATENCY_S and metrics["train/grad_norm"] > 0
+        hidden = metrics["time/credit_s"] - metrics["time/credit_wait_s"]
+        assert hidden > 0 if in_background else hidden == 0
+        runs[in_background] = load_file(run / "checkpoint" / "model.safetensors")
+    for name, weight in runs[True].items():
+        torch.testing.assert_close(weight, runs[False][name], rtol=1e-6, atol=0.0)
