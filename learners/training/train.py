@@ -308,11 +308,11 @@ class Trainer:
             self.ranks.broadcast(None)  # the other ranks skip this step's update too
             metrics["time/step_s"] = time.perf_counter() - started
             return metrics
+        update_start = time.perf_counter()
         credit = PendingCredit(
             lambda: self.credit.assign(groups, self.context.teacher, self.credit_config),
             in_background=self.ranks.world == 1 and waits_on_network(self.parts.analyst),
         )
-        update_start = time.perf_counter()
         metrics.update(self._update(groups, credit))
         advantages = credit.result()
         metrics["time/credit_s"] = credit.seconds

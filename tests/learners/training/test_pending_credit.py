@@ -124,6 +124,9 @@ def test_the_trainer_overlaps_a_hosted_analyst_and_trains_as_it_would_inline(tmp
         assert metrics["credit/analyst_s"] >= LATENCY_S and metrics["train/grad_norm"] > 0
         hidden = metrics["time/credit_s"] - metrics["time/credit_wait_s"]
         assert hidden > 0 if in_background else hidden == 0
+        # the step's time: rollouts, the update's own time, and the credit's unhidden part
+        parts = metrics["time/rollout_s"] + metrics["time/update_s"] + metrics["time/credit_wait_s"]
+        assert metrics["time/step_s"] == pytest.approx(parts, abs=0.25)
         runs[in_background] = load_file(run / "checkpoint" / "model.safetensors")
     for name, weight in runs[True].items():
         torch.testing.assert_close(weight, runs[False][name], rtol=1e-6, atol=0.0)
