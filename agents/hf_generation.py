@@ -29,6 +29,7 @@ from transformers.cache_utils import DynamicLayer
 
 from agents.episode import common_prefix, padded_batches
 from agents.generation import Generated, SamplingConfig
+from agents.packed_linear import pack_linear_weights
 
 KV = list[tuple[torch.Tensor, torch.Tensor]]  # per layer: keys, values, each (H, L, D)
 
@@ -88,6 +89,7 @@ class HFGenerator:
 
     def __init__(self, model: torch.nn.Module, end_id: int, pad_id: int, kv_cache: bool = True):
         self.model = model
+        pack_linear_weights(model)  # bf16 on CPU: decode steps' few rows run faster
         self.end_id = end_id
         self.pad_id = pad_id
         self.kv_cache = kv_cache
