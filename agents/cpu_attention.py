@@ -9,16 +9,21 @@ runs masked multi-token calls on CPU (prompts, continuations) through SDPA with 
 key/value heads, and hands every other call (unmasked, CUDA) to transformers' SDPA as is.
 
 Rows that all continue one prefix (a group's prompt under its siblings' continuations:
-the learner's pass, with gradient, and teacher scoring) get the prefix's keys/values once,
-unrepeated (:func:`continue_shared_prefix`): attention to the prefix is one unmasked call
-over every row's queries, attention among each row's own tokens a masked one, merged by
+the learner's pass, with gradient, and teacher scoring) run packed one after another, with
+no padding, and get the prefix's keys/values once, unrepeated
+(:func:`continue_shared_prefix`): attention to the prefix is one unmasked call over every
+row's queries, attention among each row's own tokens one causal call per row, merged by
 their log-sum-exps; backward runs the kernel's backward on both parts. Repeating a
 2.4K-token prompt's keys/values for 8 rows and concatenating them with the continuations
-took half of SGCD's teacher scoring here.
+took half of SGCD's teacher scoring here; padding siblings to the longest and masking
+(the kernel then scores every block, padded or above the diagonal) took 2.3-2.7x the time
+of per-row causal calls on siblings of 72-770 tokens.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -29,6 +34,16 @@ from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 NAME = "toolgym_cpu_decode"
 
 
+@dataclass
+class SharedPrefix:
+    """What :func:`continue_shared_prefix` hands this module's attention (a model kwarg)."""
+
+    kv: list[tuple[torch.Tensor, torch.Tensor]]
+    """The prefix's keys/values per layer, ``(1, Hkv, P, D)``."""
+    row_lengths: list[int]
+    """The rows' lengths: their tokens lie one after another in the (one-row) query."""
+
+
 def decode_attention(
     module: torch.nn.Module,
     query: torch.Tensor,
@@ -37,12 +52,14 @@ def decode_attention(
     attention_mask: torch.Tensor | None,
     dropout: float = 0.0,
     scaling: float | None = None,
-    shared_prefix: list[tuple[torch.Tensor, torch.Tensor]] | None = None,
+    shared_prefix: SharedPrefix | None = None,
     **kwargs,
 ) -> tuple[torch.Tensor, None]:
     if shared_prefix is not None:  # only from continue_shared_prefix, on CPU
-        keys, values = shared_prefix[module.layer_idx]
-        return _after_shared_prefix(query, key, value, attention_mask, scaling, keys, values)
+        keys, values = shared_prefix.kv[module.layer_idx]
+        return _after_shared_prefix(
+            query, key, value, scaling, keys, values, shared_prefix.row_lengths
+        )
     if query.device.type != "cpu":
         return sdpa_attention_forward(
             module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs
@@ -88,72 +105,77 @@ _flash = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu
 _flash_backward = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward
 
 
-def _after_shared_prefix(query, key, value, attention_mask, scaling, prefix_keys, prefix_values):
-    """``query``/``key``/``value``: the rows' own tokens ``(B, H|Hkv, S, D)``, each row
-    continuing the prefix ``(1, Hkv, P, D)``; ``attention_mask``: causal and padding
-    among the rows' tokens, or None for plain causal."""
+def _after_shared_prefix(query, key, value, scaling, prefix_keys, prefix_values, row_lengths):
+    """``query``/``key``/``value``: the rows' own tokens ``(1, H|Hkv, N, D)``, packed one
+    after another (``row_lengths``), each row continuing the prefix ``(1, Hkv, P, D)``."""
     if torch.is_autocast_enabled(query.device.type):  # as autocast casts SDPA's inputs
         dtype = torch.get_autocast_dtype(query.device.type)
         query, key, value, prefix_keys, prefix_values = (
             t.to(dtype) for t in (query, key, value, prefix_keys, prefix_values)
         )
-    mask = None
-    if attention_mask is not None:  # the kernel takes an additive mask in the query's dtype
-        mask = torch.zeros(attention_mask.shape, dtype=query.dtype, device=query.device)
-        mask.masked_fill_(~attention_mask, float("-inf"))
     scale = scaling if scaling is not None else query.shape[-1] ** -0.5
-    out = _SharedPrefixAttention.apply(query, key, value, prefix_keys, prefix_values, mask, scale)
+    out = _SharedPrefixAttention.apply(
+        query, key, value, prefix_keys, prefix_values, scale, row_lengths
+    )
     return out.transpose(1, 2).contiguous(), None
 
 
 def _stacked(t: torch.Tensor, kv_heads: int) -> torch.Tensor:
-    """``(B, H, S, ...)`` -> ``(1, Hkv, B*G*S, ...)``: the queries of one key/value head,
-    every row's, one after another (the prefix is the same for all of them)."""
-    batch, heads, length = t.shape[:3]
-    t = t.reshape(batch, kv_heads, heads // kv_heads * length, *t.shape[3:]).transpose(0, 1)
-    return t.reshape(1, kv_heads, batch * heads // kv_heads * length, *t.shape[3:])
+    """``(1, H, N, ...)`` -> ``(1, Hkv, G*N, ...)``: the queries of one key/value head, one
+    query head after another (the prefix is the same for all of them)."""
+    heads, length = t.shape[1:3]
+    return t.reshape(1, kv_heads, heads // kv_heads * length, *t.shape[3:])
 
 
-def _per_row(t: torch.Tensor, batch: int, heads: int) -> torch.Tensor:
+def _unstacked(t: torch.Tensor, heads: int) -> torch.Tensor:
     """The inverse of :func:`_stacked`."""
-    kv_heads, length = t.shape[1], t.shape[2] // batch
-    t = t.reshape(kv_heads, batch, length, *t.shape[3:]).transpose(0, 1)
-    return t.reshape(batch, heads, length * kv_heads // heads, *t.shape[3:])
+    return t.reshape(1, heads, t.shape[2] * t.shape[1] // heads, *t.shape[3:])
+
+
+def _rows(t: torch.Tensor, row_lengths: list[int]) -> tuple[torch.Tensor, ...]:
+    """Each row's part of packed ``(1, H, N, ...)``, contiguous as the kernel wants it."""
+    return tuple(part.contiguous() for part in t.split(row_lengths, dim=2))
 
 
 class _SharedPrefixAttention(torch.autograd.Function):
-    """Attention of the rows' queries to the prefix (one unmasked flash call over all rows'
-    queries) and to their own tokens (a masked one), merged by log-sum-exp. Backward runs
-    the kernel's backward on each part with the merged output and log-sum-exp, which
-    gives each part's share of the exact gradient (as ring attention does): the prefix's
-    keys/values get the sum over all rows, without ever being repeated per row."""
+    """Attention of the packed rows' queries to the prefix (one unmasked flash call over
+    all of them) and to their own tokens (one causal call per row), merged by log-sum-exp.
+    Backward runs the kernel's backward on each part with the merged output and
+    log-sum-exp, which gives each part's share of the exact gradient (as ring attention
+    does): the prefix's keys/values get the sum over all rows, never repeated per row."""
 
     @staticmethod
-    def forward(ctx, query, key, value, prefix_keys, prefix_values, mask, scale):
-        batch, heads = query.shape[:2]
-        kv_heads = key.shape[1]
-        groups = heads // kv_heads
+    def forward(ctx, query, key, value, prefix_keys, prefix_values, scale, row_lengths):
+        heads, kv_heads = query.shape[1], key.shape[1]
         out_p, lse_p = _flash(
             _stacked(query, kv_heads), prefix_keys, prefix_values, 0.0, False, scale=scale
         )
-        key_r, value_r = key.repeat_interleave(groups, 1), value.repeat_interleave(groups, 1)
-        out_s, lse_s = _flash(query, key_r, value_r, 0.0, mask is None, attn_mask=mask, scale=scale)
-        out_p = _per_row(out_p, batch, heads)
-        lse_p = _per_row(lse_p[..., None], batch, heads)[..., 0]
-        lse = torch.logaddexp(lse_p, lse_s)  # (B, H, S)
+        key_r = key.repeat_interleave(heads // kv_heads, 1)
+        value_r = value.repeat_interleave(heads // kv_heads, 1)
+        own = [
+            _flash(q, k, v, 0.0, True, scale=scale)
+            for q, k, v in zip(
+                *(_rows(t, row_lengths) for t in (query, key_r, value_r)), strict=True
+            )
+        ]
+        out_s = torch.cat([o for o, _ in own], dim=2)  # (1, H, N, D)
+        lse_s = torch.cat([lse for _, lse in own], dim=2)  # (1, H, N)
+        out_p = _unstacked(out_p, heads)
+        lse_p = _unstacked(lse_p[..., None], heads)[..., 0]
+        lse = torch.logaddexp(lse_p, lse_s)  # (1, H, N)
         out = (
             out_p.float() * (lse_p - lse).exp()[..., None]
             + out_s.float() * (lse_s - lse).exp()[..., None]
         ).to(query.dtype)
-        ctx.save_for_backward(query, key_r, value_r, prefix_keys, prefix_values, mask, out, lse)
-        ctx.scale, ctx.kv_heads = scale, kv_heads
+        ctx.save_for_backward(query, key_r, value_r, prefix_keys, prefix_values, out, lse)
+        ctx.scale, ctx.kv_heads, ctx.row_lengths = scale, kv_heads, row_lengths
         return out
 
     @staticmethod
     def backward(ctx, grad_out):
-        query, key_r, value_r, prefix_keys, prefix_values, mask, out, lse = ctx.saved_tensors
-        batch, heads, length, dim = query.shape
-        kv_heads = ctx.kv_heads
+        query, key_r, value_r, prefix_keys, prefix_values, out, lse = ctx.saved_tensors
+        heads, length, dim = query.shape[1:]
+        kv_heads, row_lengths = ctx.kv_heads, ctx.row_lengths
         grad_out = grad_out.contiguous()
         dq_p, dk_p, dv_p = _flash_backward(
             _stacked(grad_out, kv_heads),
@@ -166,59 +188,79 @@ class _SharedPrefixAttention(torch.autograd.Function):
             False,
             scale=ctx.scale,
         )
-        dq_s, dk_r, dv_r = _flash_backward(
-            grad_out,
-            query,
-            key_r,
-            value_r,
-            out,
-            lse,
-            0.0,
-            mask is None,
-            attn_mask=mask,
-            scale=ctx.scale,
-        )
-        dq = _per_row(dq_p, batch, heads) + dq_s
+        parts = (grad_out, query, key_r, value_r, out, lse)
+        own = [
+            _flash_backward(g, q, k, v, o, lse_r, 0.0, True, scale=ctx.scale)
+            for g, q, k, v, o, lse_r in zip(*(_rows(t, row_lengths) for t in parts), strict=True)
+        ]
+        dq_s, dk_r, dv_r = (torch.cat(grads, dim=2) for grads in zip(*own, strict=True))
+        dq = _unstacked(dq_p, heads) + dq_s
 
         def grouped(t: torch.Tensor) -> torch.Tensor:  # sum each key/value head's queries
-            return t.reshape(batch, kv_heads, heads // kv_heads, length, dim).sum(2)
+            return t.reshape(1, kv_heads, heads // kv_heads, length, dim).sum(2)
 
         return dq, grouped(dk_r), grouped(dv_r), dk_p, dv_p, None, None
+
+
+def packs_rows(model: torch.nn.Module) -> bool:
+    """Whether :func:`continue_shared_prefix` runs rows after a prefix packed (on CPU with
+    this module's attention) rather than right-padded."""
+    on_cpu = next(model.parameters()).device.type == "cpu"
+    return on_cpu and model.config._attn_implementation == NAME
 
 
 def continue_shared_prefix(
     model: torch.nn.Module,
     prefix: list[tuple[torch.Tensor, torch.Tensor]],
-    input_ids: torch.Tensor,
-    attention_mask: torch.Tensor,
-    logits_to_keep: torch.Tensor | int,
-) -> Any:
-    """``model``'s output for rows ``input_ids`` ``(B, S)`` that each continue the same
-    prefix, given as its per-layer keys/values ``(1, Hkv, P, D)``; ``attention_mask``
-    ``(B, S)`` marks the rows' real tokens (right padding). Gradients reach the prefix's
-    keys/values where they require them. On CPU with this module's attention the prefix is
-    read once for all rows; otherwise (CUDA, another attention) it is repeated per row into
-    a cache, as transformers does."""
-    length = prefix[0][0].shape[-2]
-    batch, width = input_ids.shape
-    positions = torch.arange(length, length + width, device=input_ids.device).expand(batch, -1)
-    if input_ids.device.type == "cpu" and model.config._attn_implementation == NAME:
-        context = {"attention_mask": attention_mask, "use_cache": False, "shared_prefix": prefix}
-    else:
-        cache = DynamicCache(
-            ddp_cache_data=[
-                (k.expand(batch, -1, -1, -1), v.expand(batch, -1, -1, -1)) for k, v in prefix
-            ]
+    rows: Sequence[Sequence[int]],
+    keep: Sequence[Sequence[int]],
+) -> list[torch.Tensor]:
+    """Per row of ids that continues the prefix (its per-layer keys/values ``(1, Hkv, P,
+    D)``; ``[]`` for none), ``model``'s ``(len(keep[b]), V)`` logits at the row's sorted
+    positions ``keep[b]``; only those go through the LM head. Gradients reach the prefix's
+    keys/values where they require them. On CPU with this module's attention the rows run
+    packed and the prefix is read once for all of them; otherwise (CUDA, another
+    attention, no prefix) they run right-padded, the prefix repeated per row into a cache
+    as transformers does (real tokens never attend to the pad after them)."""
+    device = next(model.parameters()).device
+    length = prefix[0][0].shape[-2] if prefix else 0
+    counts = [len(k) for k in keep]
+    if prefix and packs_rows(model):
+        lengths = [len(row) for row in rows]
+        tokens = torch.tensor([[t for row in rows for t in row]], device=device)  # (1, N)
+        positions = torch.cat([torch.arange(length, length + n) for n in lengths])[None]
+        starts = [sum(lengths[:b]) for b in range(len(rows))]
+        wanted = torch.zeros_like(tokens, dtype=torch.bool)  # (1, N)
+        wanted[0, [start + i for start, k in zip(starts, keep, strict=True) for i in k]] = True
+        out = model(
+            input_ids=tokens,
+            position_ids=positions.to(device),
+            # all ones: no padding, so transformers builds no mask (causal skip)
+            attention_mask=torch.ones_like(tokens),
+            use_cache=False,
+            logits_to_keep=wanted,
+            shared_prefix=SharedPrefix(prefix, lengths),
         )
-        ones = attention_mask.new_ones(batch, length)
+        return list(out.logits.split(counts))  # (K, V): the wanted positions, row by row
+    batch, longest = len(rows), max(len(row) for row in rows)
+    tokens = torch.zeros(batch, longest, dtype=torch.long, device=device)  # (B, L)
+    mask = torch.zeros(batch, longest, dtype=torch.long, device=device)  # (B, L)
+    wanted = torch.zeros(batch, longest, dtype=torch.bool, device=device)  # (B, L)
+    for b, (row, k) in enumerate(zip(rows, keep, strict=True)):
+        tokens[b, : len(row)] = torch.tensor(list(row), device=device)
+        mask[b, : len(row)] = 1
+        wanted[b, list(k)] = True
+    context: dict[str, Any] = {"attention_mask": mask}
+    if prefix:
+        repeated = [(k.expand(batch, -1, -1, -1), v.expand(batch, -1, -1, -1)) for k, v in prefix]
         context = {
-            "attention_mask": torch.cat([ones, attention_mask], dim=1),
-            "cache": cache,
+            "attention_mask": torch.cat([mask.new_ones(batch, length), mask], dim=1),
+            "cache": DynamicCache(ddp_cache_data=repeated),
             "use_cache": True,
         }
-    return model(
-        input_ids=input_ids, position_ids=positions, logits_to_keep=logits_to_keep, **context
-    )
+    positions = torch.arange(length, length + longest, device=device).expand(batch, -1)
+    out = model(input_ids=tokens, position_ids=positions, logits_to_keep=wanted, **context)
+    return list(out.logits.split(counts))
 
 
 def logits_after_prefix(
@@ -230,23 +272,9 @@ def logits_after_prefix(
 ) -> list[torch.Tensor]:
     """Per row of ids continuing ``prefix`` (per-layer keys/values, ``[]`` for none), the
     ``(len(wanted), V)`` logits predicting ``row[i]`` for each ``i`` of its sorted
-    ``wanted``: ``row[0]`` is predicted by the prefix's ``last_logits`` ``(V,)``. The rows
-    run as one right-padded batch (real tokens never attend to the pad after them), and
-    only the wanted positions go through the LM head."""
-    device = next(model.parameters()).device
-    longest = max(len(row) for row in rows)
-    tokens = torch.zeros(len(rows), longest, dtype=torch.long, device=device)  # (B, L)
-    mask = torch.zeros(len(rows), longest, dtype=torch.long, device=device)  # (B, L)
-    keep = torch.zeros(len(rows), longest, dtype=torch.bool, device=device)  # (B, L)
-    for b, (row, want) in enumerate(zip(rows, wanted, strict=True)):
-        tokens[b, : len(row)] = torch.tensor(row, device=device)
-        mask[b, : len(row)] = 1
-        keep[b, [i - 1 for i in want if i > 0]] = True  # the logit predicting row[i]
-    if prefix:
-        out = continue_shared_prefix(model, prefix, tokens, mask, keep)
-    else:
-        out = model(input_ids=tokens, attention_mask=mask, logits_to_keep=keep)
-    kept = out.logits.split(keep.sum(dim=1).tolist())  # B x (R', V), row by row
+    ``wanted``: ``row[0]`` is predicted by the prefix's ``last_logits`` ``(V,)``."""
+    keep = [[i - 1 for i in want if i > 0] for want in wanted]  # the logit predicting row[i]
+    kept = continue_shared_prefix(model, prefix, rows, keep)
     return [
         torch.cat([last_logits[None], body]) if want and want[0] == 0 else body
         for body, want in zip(kept, wanted, strict=True)

@@ -134,17 +134,24 @@ def common_prefix(seqs: list[list[int]]) -> int:
 PAD_SLACK = 0.25
 
 
-def padded_batches(lengths: list[int], max_tokens: int | None = None) -> list[list[int]]:
-    """Sequence indices in batches of similar length (sorted, shortest first), each within
-    ``max_tokens`` padded tokens (rows x longest; one sequence at least; None: no bound)
-    and padded by at most ``PAD_SLACK`` of its real tokens."""
+def forward_batches(
+    lengths: list[int], max_tokens: int | None = None, packed: bool = False
+) -> list[list[int]]:
+    """Sequence indices in batches for one forward each (sorted by length, shortest first),
+    each within ``max_tokens`` tokens (one sequence at least; None: no bound). Padded
+    (``packed=False``): a batch costs rows x longest and is padded by at most
+    ``PAD_SLACK`` of its real tokens. Packed (rows one after another, no padding): a batch
+    costs its real tokens, and fewer, larger forwards are faster."""
     batches: list[list[int]] = []
     real = 0  # the last batch's real tokens
     for i in sorted(range(len(lengths)), key=lambda j: lengths[j]):
         # sorted: the newest sequence is the longest of its batch
-        padded = (len(batches[-1]) + 1) * lengths[i] if batches else 0
-        within_budget = max_tokens is None or padded <= max_tokens
-        if batches and within_budget and padded <= (1 + PAD_SLACK) * (real + lengths[i]):
+        if packed:
+            cost, little_padding = real + lengths[i], True
+        else:
+            cost = (len(batches[-1]) + 1) * lengths[i] if batches else 0
+            little_padding = cost <= (1 + PAD_SLACK) * (real + lengths[i])
+        if batches and little_padding and (max_tokens is None or cost <= max_tokens):
             batches[-1].append(i)
             real += lengths[i]
         else:

@@ -27,7 +27,7 @@ import torch
 from transformers import DynamicCache
 from transformers.cache_utils import DynamicLayer
 
-from agents.episode import common_prefix, padded_batches
+from agents.episode import common_prefix, forward_batches
 from agents.generation import Generated, SamplingConfig
 from agents.packed_linear import pack_linear_weights
 
@@ -207,7 +207,7 @@ class HFGenerator:
         width = max(lengths)
         logits: list[torch.Tensor] = [torch.empty(0)] * len(rows)
         layers: KV = []  # per layer: (B, H, width + SPARE_COLUMNS, D) keys, values
-        for batch in _within_budget(padded_batches([len(r.suffix) for r in rows]), rows):
+        for batch in _within_budget(forward_batches([len(r.suffix) for r in rows]), rows):
             out, kv, valid = self._encode_suffixes([rows[i] for i in batch])
             if not layers:
                 shape = (len(rows), kv[0][0].shape[1], width + SPARE_COLUMNS, kv[0][0].shape[-1])

@@ -2,14 +2,15 @@
 
 Siblings share their prompt (~70% of a τ³-airline episode), and SFT batches share the
 system prompt. :func:`backward_shared_prefix` encodes the prefix the sequences share once
-with gradient, runs their continuations against its keys/values in padded micro-batches
-(by a token budget), backpropagates each micro-batch's loss into detached copies of the
-prefix's keys/values, and finally sends the accumulated gradient through the prefix once:
-the same loss and gradient as encoding each sequence whole (Prefix Grouper, arXiv
-2506.05433), for one prefix pass instead of one per sequence. :func:`shared_prefix_logits`
-is the same computation without gradient (reference and teacher passes). Only the
-positions a loss reads (the response tokens) go through the LM head: tool observations and
-user turns are most of a multi-turn episode's tokens.
+with gradient, runs their continuations against its keys/values in micro-batches (by a
+token budget; packed on CPU, :mod:`agents.cpu_attention`), backpropagates each
+micro-batch's loss into detached copies of the prefix's keys/values, and finally sends the
+accumulated gradient through the prefix once: the same loss and gradient as encoding each
+sequence whole (Prefix Grouper, arXiv 2506.05433), for one prefix pass instead of one per
+sequence. :func:`shared_prefix_logits` is the same computation without gradient
+(reference and teacher passes). Only the positions a loss reads (the response tokens) go
+through the LM head: tool observations and user turns are most of a multi-turn episode's
+tokens.
 """
 
 from __future__ import annotations
@@ -20,8 +21,8 @@ from dataclasses import dataclass
 import torch
 from transformers import DynamicCache
 
-from agents.cpu_attention import logits_after_prefix
-from agents.episode import Episode, common_prefix, padded_batches
+from agents.cpu_attention import logits_after_prefix, packs_rows
+from agents.episode import Episode, common_prefix, forward_batches
 
 # (context ids, ids, the positions in ids whose predicting logits are wanted: sorted)
 Item = tuple[Sequence[int], Sequence[int], Sequence[int]]
@@ -94,14 +95,15 @@ def backward_shared_prefix(
 ) -> None:
     """For each item ``i = (context, ids, wanted)``: ``loss_of(i, logits)`` with ``logits``
     the ``(len(wanted), V)`` fp32 logits predicting ``ids[wanted]`` (with gradient);
-    backpropagates the sum of the losses. Micro-batches hold at most ``max_tokens`` padded
-    continuation tokens."""
+    backpropagates the sum of the losses. Micro-batches hold at most ``max_tokens``
+    continuation tokens, padding included where rows are padded."""
     prefix_ids, rows, first = _split(items)
     prefix = _encode_prefix(model, prefix_ids, autocast)
     # Detached leaves: each micro-batch's backward stops here and accumulates into them.
     kv = [(k.detach().requires_grad_(), v.detach().requires_grad_()) for k, v in prefix.kv]
     last = prefix.last_logits.detach().requires_grad_() if prefix_ids else None
-    for batch in padded_batches([len(r) for r in rows], max_tokens):
+    packed = bool(prefix_ids) and packs_rows(model)
+    for batch in forward_batches([len(r) for r in rows], max_tokens, packed):
         logits = _continuation_logits(model, kv, last, rows, first, items, batch, autocast)
         loss = sum(loss_of(i, out) for i, out in zip(batch, logits, strict=True))
         if loss.requires_grad:
@@ -131,7 +133,8 @@ def shared_prefix_logits(
     prefix_ids, rows, first = _split(items)
     prefix = _encode_prefix(model, prefix_ids, autocast)
     out: list[torch.Tensor] = [torch.empty(0)] * len(items)
-    for batch in padded_batches([len(r) for r in rows], max_tokens):
+    packed = bool(prefix_ids) and packs_rows(model)
+    for batch in forward_batches([len(r) for r in rows], max_tokens, packed):
         logits = _continuation_logits(
             model, prefix.kv, prefix.last_logits, rows, first, items, batch, autocast
         )

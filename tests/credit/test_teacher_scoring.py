@@ -3,7 +3,7 @@ import torch
 from credit_helpers import CharPrompts, encode, make_episode, make_group
 
 from agents import cpu_attention
-from agents.episode import Episode, padded_batches
+from agents.episode import Episode, forward_batches
 from agents.generation import SamplingConfig
 from agents.hf_generation import HFGenerator
 from credit.divergence import reverse_kl
@@ -120,7 +120,8 @@ def test_empty_prompt_refused(tiny_llama):
         TeacherScorer(tiny_llama, ScoringConfig()).score([], [1, 2], _episodes())
 
 
-def test_shared_tokens_are_run_once(tiny_llama):
+@pytest.mark.parametrize("packed", [False, True])
+def test_shared_tokens_are_run_once(tiny_llama, packed):
     group = make_group(_episodes())
     teacher_prompt = CharPrompts().teacher_prompt_ids(group, "ctx")
     shared = len(group.prompt_ids) // 2  # CharPrompts inserts the context mid-prompt
@@ -128,15 +129,24 @@ def test_shared_tokens_are_run_once(tiny_llama):
     hook = tiny_llama.register_forward_pre_hook(
         lambda module, args, kwargs: seen.append(kwargs["input_ids"].numel()), with_kwargs=True
     )
+    if packed:  # agents/cpu_attention.py's attention: siblings packed, no padding
+        tiny_llama.set_attn_implementation(cpu_attention.NAME)
     try:
         TeacherScorer(tiny_llama, ScoringConfig(top_k=4)).score(
             group.prompt_ids, teacher_prompt, group.episodes
         )
     finally:
         hook.remove()
+        tiny_llama.set_attn_implementation("sdpa")
     lengths = [len(e.ids) for e in group.episodes]
-    # siblings of similar length in one padded forward per context, student then teacher
-    batches = [len(b) * max(lengths[i] for i in b) for b in padded_batches(lengths, 16_384)]
+    # one forward per batch and context, student then teacher: padded, siblings of similar
+    # length; packed, all of them (within the budget)
+    batches = [
+        sum(lengths[i] for i in b) if packed else len(b) * max(lengths[i] for i in b)
+        for b in forward_batches(lengths, 16_384, packed)
+    ]
+    if packed:
+        assert len(batches) == 1
     assert seen == [
         shared,
         len(group.prompt_ids) - shared,
