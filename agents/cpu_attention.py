@@ -24,12 +24,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import accumulate
 from typing import Any
 
 import torch
 from transformers import AttentionInterface, DynamicCache
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+
+from agents.episode import forward_batches
 
 NAME = "toolgym_cpu_decode"
 
@@ -202,11 +205,20 @@ class _SharedPrefixAttention(torch.autograd.Function):
         return dq, grouped(dk_r), grouped(dv_r), dk_p, dv_p, None, None
 
 
-def packs_rows(model: torch.nn.Module) -> bool:
-    """Whether :func:`continue_shared_prefix` runs rows after a prefix packed (on CPU with
+def _packs_rows(model: torch.nn.Module, has_prefix: bool) -> bool:
+    """Whether :func:`continue_shared_prefix` runs rows packed (after a prefix, on CPU with
     this module's attention) rather than right-padded."""
     on_cpu = next(model.parameters()).device.type == "cpu"
-    return on_cpu and model.config._attn_implementation == NAME
+    return has_prefix and on_cpu and model.config._attn_implementation == NAME
+
+
+def continuation_batches(
+    model: torch.nn.Module, has_prefix: bool, lengths: list[int], max_tokens: int
+) -> list[list[int]]:
+    """Row indices in the batches to hand :func:`continue_shared_prefix`, each within
+    ``max_tokens`` tokens: filled by real tokens where it packs the rows, by similar
+    lengths where it pads them (:func:`agents.episode.forward_batches`)."""
+    return forward_batches(lengths, max_tokens, packed=_packs_rows(model, has_prefix))
 
 
 def continue_shared_prefix(
@@ -225,16 +237,16 @@ def continue_shared_prefix(
     device = next(model.parameters()).device
     length = prefix[0][0].shape[-2] if prefix else 0
     counts = [len(k) for k in keep]
-    if prefix and packs_rows(model):
+    if _packs_rows(model, bool(prefix)):  # on CPU
         lengths = [len(row) for row in rows]
-        tokens = torch.tensor([[t for row in rows for t in row]], device=device)  # (1, N)
+        tokens = torch.tensor([[t for row in rows for t in row]])  # (1, N)
         positions = torch.cat([torch.arange(length, length + n) for n in lengths])[None]
-        starts = [sum(lengths[:b]) for b in range(len(rows))]
+        starts = accumulate(lengths[:-1], initial=0)
         wanted = torch.zeros_like(tokens, dtype=torch.bool)  # (1, N)
         wanted[0, [start + i for start, k in zip(starts, keep, strict=True) for i in k]] = True
         out = model(
             input_ids=tokens,
-            position_ids=positions.to(device),
+            position_ids=positions,
             # all ones: no padding, so transformers builds no mask (causal skip)
             attention_mask=torch.ones_like(tokens),
             use_cache=False,

@@ -23,8 +23,8 @@ from typing import Any, Protocol
 
 import torch
 
-from agents.cpu_attention import logits_after_prefix, packs_rows
-from agents.episode import Episode, EpisodeGroup, common_prefix, forward_batches
+from agents.cpu_attention import continuation_batches, logits_after_prefix
+from agents.episode import Episode, EpisodeGroup, common_prefix
 from credit.divergence import DIVERGENCES, entropy
 from credit.sanitizer import PrivateValues
 from envs.users import ChatBackend
@@ -44,9 +44,10 @@ class ScoringConfig:
     lasgroup/SDPO does, since its gradient acts on the sampling distribution)."""
     max_tokens_per_forward: int = 16_384
     """Siblings are batched while their tokens (``batch × longest episode`` where rows are
-    padded) stay within this, at least one per forward (``agents.episode.forward_batches``);
-    it bounds the forward's activations (logits are kept only at response tokens). 16,384 =
-    the max response length of Tables 3-4, so one longest sibling fits (toolgym choice)."""
+    padded) stay within this, at least one per forward
+    (``agents.cpu_attention.continuation_batches``); it bounds the forward's activations
+    (logits are kept only at response tokens). 16,384 = the max response length of Tables
+    3-4, so one longest sibling fits (toolgym choice)."""
     positions_per_chunk: int = 1_024
     """Response positions reduced to the support at a time; bounds the fp32 ``(chunk, V)``
     log-softmax (toolgym choice)."""
@@ -173,8 +174,8 @@ class TeacherScorer:
             teacher = self._prompt(teacher_prompt_ids[shared:], base)
             scores: dict[int, SupportScores] = {}
             lengths = [len(e.ids) for e in episodes]
-            budget, packed = self.config.max_tokens_per_forward, packs_rows(self.model)
-            for indices in forward_batches(lengths, budget, packed):
+            budget = self.config.max_tokens_per_forward
+            for indices in continuation_batches(self.model, True, lengths, budget):
                 batch = [episodes[i] for i in indices]
                 student_rows = self._continue(student, batch)
                 teacher_rows = self._continue(teacher, batch)

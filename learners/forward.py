@@ -21,8 +21,8 @@ from dataclasses import dataclass
 import torch
 from transformers import DynamicCache
 
-from agents.cpu_attention import logits_after_prefix, packs_rows
-from agents.episode import Episode, common_prefix, forward_batches
+from agents.cpu_attention import continuation_batches, logits_after_prefix
+from agents.episode import Episode, common_prefix
 
 # (context ids, ids, the positions in ids whose predicting logits are wanted: sorted)
 Item = tuple[Sequence[int], Sequence[int], Sequence[int]]
@@ -102,8 +102,7 @@ def backward_shared_prefix(
     # Detached leaves: each micro-batch's backward stops here and accumulates into them.
     kv = [(k.detach().requires_grad_(), v.detach().requires_grad_()) for k, v in prefix.kv]
     last = prefix.last_logits.detach().requires_grad_() if prefix_ids else None
-    packed = bool(prefix_ids) and packs_rows(model)
-    for batch in forward_batches([len(r) for r in rows], max_tokens, packed):
+    for batch in continuation_batches(model, bool(prefix_ids), [len(r) for r in rows], max_tokens):
         logits = _continuation_logits(model, kv, last, rows, first, items, batch, autocast)
         loss = sum(loss_of(i, out) for i, out in zip(batch, logits, strict=True))
         if loss.requires_grad:
@@ -133,8 +132,7 @@ def shared_prefix_logits(
     prefix_ids, rows, first = _split(items)
     prefix = _encode_prefix(model, prefix_ids, autocast)
     out: list[torch.Tensor] = [torch.empty(0)] * len(items)
-    packed = bool(prefix_ids) and packs_rows(model)
-    for batch in forward_batches([len(r) for r in rows], max_tokens, packed):
+    for batch in continuation_batches(model, bool(prefix_ids), [len(r) for r in rows], max_tokens):
         logits = _continuation_logits(
             model, prefix.kv, prefix.last_logits, rows, first, items, batch, autocast
         )
