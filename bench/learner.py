@@ -75,7 +75,8 @@ def _per_episode(learner, model, group, advantages, scales) -> None:
             enabled=learner.context.autocast is not None,
         ):
             logits = model(input_ids=ids).logits[0, p - 1 : -1][e.response_positions()].float()
-        loss, _ = learner.loss(LossInput(model, group, j, advantages[j], scales[j], logits))
+        x = LossInput(model, group, j, advantages.advantages[j], scales[j], logits)
+        loss, _ = learner.loss(x)
         loss.backward()
 
 
@@ -133,7 +134,7 @@ def measure(
     scales = [1.0 / tokens] * n
     grpo = learners["grpo"]
     credit = get_credit("grpo")
-    advantages = credit.assign([group], None, credit.make_config()).advantages
+    advantages = credit.assign([group], None, credit.make_config())
 
     diagnostics: dict[str, dict[str, float]] = {}
 
@@ -145,11 +146,11 @@ def measure(
         step_teacher = replace(teacher, analyst=step_analyst)
         config = method.make_config(learner.credit_config())
         credit = PendingCredit(
-            lambda: method.assign([group], step_teacher, config),
+            lambda: method.start([group], step_teacher, config),
             in_background=waits_on_network(step_analyst),
         )
-        backward_groups(learner, model, [group], credit.advantages, scales)
-        diagnostics[arm] = {**credit.result().diagnostics, "credit/wait_s": credit.waited_s}
+        backward_groups(learner, model, [group], credit, scales)
+        diagnostics[arm] = {**credit.complete().diagnostics, "credit/wait_s": credit.waited_s}
 
     arms = {
         "per-episode": lambda: _per_episode(grpo, model, group, advantages, scales),

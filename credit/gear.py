@@ -34,12 +34,11 @@ from dataclasses import dataclass, field, replace
 import torch
 
 from agents.episode import EpisodeGroup
-from credit.group_relative import GroupRelativeConfig, broadcast, group_advantages
+from credit.group_relative import GroupRelativeConfig, group_advantages
 from credit.registry import register_credit
-from credit.reweight import RolloutCredit, teacher_credit
+from credit.reweight import AwaitingStudent, RolloutCredit, rollout_credit, score_teacher_side
 from credit.saliency import SaliencyConfig, normalise
-from credit.teacher import ScoringConfig, Teacher, TeacherScorer
-from credit.types import TokenAdvantages
+from credit.teacher import ScoringConfig, SupportScores, Teacher, TeacherScorer
 from credit.weights import WeightConfig, bounded_weights, raw_weights
 
 
@@ -87,7 +86,7 @@ def granular_credit(credit: RolloutCredit, config: GEARConfig) -> RolloutCredit:
 @register_credit("gear", GEARConfig)
 def assign_gear(
     groups: list[EpisodeGroup], teacher: Teacher | None, config: GEARConfig
-) -> TokenAdvantages:
+) -> AwaitingStudent:
     if teacher is None:
         raise ValueError("gear needs a Teacher: the policy model and the prompt adapter")
     values = group_advantages(groups, config.advantage)  # (N,)
@@ -96,40 +95,32 @@ def assign_gear(
 
     started = time.perf_counter()
     scorer = TeacherScorer(teacher.model, config.scoring, teacher.prompt_cache)
-    references: dict[int, str] = {}
-    credits: dict[int, list[RolloutCredit]] = {}
-    for i in moving:
-        references[i] = teacher.prompts.reference_solution(groups[i])
-        rollouts = teacher_credit(
+    references = {i: teacher.prompts.reference_solution(groups[i]) for i in moving}
+    scored = {
+        i: score_teacher_side(
             groups[i],
             teacher.prompts.teacher_prompt_ids(groups[i], references[i]),
             scorer,
             teacher.prompts,
-            config.scoring.divergence,
-            config.saliency,
-            config.weights,
         )
-        credits[i] = [granular_credit(c, config) for c in rollouts]
-    scoring_s = time.perf_counter() - started
-
-    advantages, weights = [], []
-    for value, (i, j) in zip(values.tolist(), keys, strict=True):
-        episode = groups[i].episodes[j]
-        w = torch.ones(len(episode.ids))  # (T,)
-        if i in credits:
-            w[credits[i][j].positions] = credits[i][j].weights
-        advantages.append(broadcast(value, episode) * w)
-        weights.append(w)
-    scored = [c for i in moving for c in credits[i]]
+        for i in moving
+    }
     diagnostics = {
-        "credit/teacher_scoring_s": scoring_s,
+        "credit/teacher_scoring_s": time.perf_counter() - started,
         "credit/advantage_abs_mean": float(values.abs().mean()) if len(values) else 0.0,
         "credit/mixed_group_share": _mean([g.is_mixed for g in groups]),
         "credit/scored_group_share": len(moving) / len(groups) if groups else 0.0,
         "credit/reference_chars_mean": _mean([len(r) for r in references.values()]),
-        **_weight_diagnostics(scored),
     }
-    return TokenAdvantages(advantages=advantages, weights=weights, diagnostics=diagnostics)
+
+    def to_credit(scores: SupportScores, excluded: torch.Tensor) -> RolloutCredit:
+        divergence = config.scoring.divergence
+        credit = rollout_credit(scores, excluded, divergence, config.saliency, config.weights)
+        return granular_credit(credit, config)
+
+    return AwaitingStudent(
+        groups, values, scored, scorer, to_credit, _weight_diagnostics, diagnostics
+    )
 
 
 def _weight_diagnostics(scored: list[RolloutCredit]) -> dict[str, float]:

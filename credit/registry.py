@@ -4,7 +4,7 @@ A credit method turns sibling groups into per-token advantages::
 
     @register_credit("grpo", GroupRelativeConfig)
     def assign(groups: list[EpisodeGroup], teacher: Teacher | None,
-               config: GroupRelativeConfig) -> TokenAdvantages: ...
+               config: GroupRelativeConfig) -> StepCredit: ...
 
 * ``groups`` -- the step's sibling groups, in order; ``TokenAdvantages`` lists their
   episodes in the same order (group by group, sibling by sibling).
@@ -16,7 +16,13 @@ A credit method turns sibling groups into per-token advantages::
   from ``configs/credit/<name>.yaml``; :meth:`CreditMethod.make_config` builds it from a
   plain dict and names unknown options.
 
-Learners call ``get_credit(name).assign(...)`` and never compute advantages themselves.
+A method returns a :class:`~credit.types.TokenAdvantages`, or, when its advantages need
+the student's logits at the response tokens (teacher-scored credit), a
+:class:`~credit.reweight.AwaitingStudent`: the trainer finishes it from its own forward
+(``get_credit(name).start(...)``, then ``advantage(i, logits)`` per episode), other callers
+get it complete (``get_credit(name).assign(...)``). Learners never compute advantages
+themselves.
+
 An unknown name raises ``ValueError`` listing the registered ones (verl's estimator
 registry, without per-estimator arguments).
 """
@@ -29,16 +35,24 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from credit.types import TokenAdvantages
+from credit.types import StepCredit, TokenAdvantages
 
-AssignFn = Callable[..., TokenAdvantages]
+AssignFn = Callable[..., StepCredit]
 
 
 @dataclass(frozen=True)
 class CreditMethod:
     name: str
-    assign: AssignFn
+    fn: AssignFn
     config_class: type
+
+    def start(self, groups: list, teacher: Any, config: Any) -> StepCredit:
+        """The step's credit as far as it goes without the learner's forward."""
+        return self.fn(groups, teacher, config)
+
+    def assign(self, groups: list, teacher: Any, config: Any) -> TokenAdvantages:
+        """The step's credit, complete."""
+        return self.fn(groups, teacher, config).complete()
 
     def make_config(self, options: dict[str, Any] | None = None) -> Any:
         """The config from a plain (possibly nested) dict, checked and typed as Hydra does;
@@ -71,7 +85,7 @@ def register_credit(name: str, config_class: type) -> Callable[[AssignFn], Assig
     def decorate(assign: AssignFn) -> AssignFn:
         if name in _METHODS:
             raise ValueError(f"credit method {name!r} is already registered")
-        _METHODS[name] = CreditMethod(name=name, assign=assign, config_class=config_class)
+        _METHODS[name] = CreditMethod(name=name, fn=assign, config_class=config_class)
         return assign
 
     return decorate

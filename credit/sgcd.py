@@ -13,16 +13,12 @@ and ids are never touched.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 
 from agents.episode import EpisodeGroup
-from credit.group_relative import (
-    GroupRelativeConfig,
-    broadcast,
-    group_advantages,
-)
+from credit.group_relative import GroupRelativeConfig, group_advantages
 from credit.reference import (
     ReferenceConfig,
     SiblingTrace,
@@ -30,11 +26,10 @@ from credit.reference import (
     write_references,
 )
 from credit.registry import register_credit
-from credit.reweight import RolloutCredit, teacher_credit
+from credit.reweight import AwaitingStudent, RolloutCredit, rollout_credit, score_teacher_side
 from credit.saliency import SaliencyConfig
 from credit.sanitizer import Sanitizer, SanitizerConfig
-from credit.teacher import ScoringConfig, Teacher, TeacherScorer
-from credit.types import TokenAdvantages
+from credit.teacher import ScoringConfig, SupportScores, Teacher, TeacherScorer
 from credit.weights import WeightConfig
 
 TEACHER_CONTEXTS = ("credit_reference", "successful_sibling")
@@ -77,7 +72,7 @@ class SGCDConfig:
 @register_credit("sgcd", SGCDConfig)
 def assign_sgcd(
     groups: list[EpisodeGroup], teacher: Teacher | None, config: SGCDConfig
-) -> TokenAdvantages:
+) -> AwaitingStudent:
     if teacher is None:
         raise ValueError("sgcd needs a Teacher: the policy model and the prompt adapter")
     if config.teacher_context == "credit_reference":
@@ -93,52 +88,37 @@ def assign_sgcd(
     sanitizers = {
         i: Sanitizer(config.sanitizer, teacher.prompts.private_values(groups[i])) for i in mixed
     }
-    diagnostics: dict[str, float] = {}
+    diagnostics: dict[str, float] = {
+        "credit/mixed_group_share": len(mixed) / len(groups) if groups else 0.0,
+        "credit/advantage_abs_mean": float(values.abs().mean()) if len(values) else 0.0,
+    }
     contexts = _teacher_contexts(groups, sanitizers, teacher, config, diagnostics)
 
     started = time.perf_counter()
     scorer = TeacherScorer(teacher.model, config.scoring, teacher.prompt_cache)
-    credits: dict[int, list[RolloutCredit]] = {}
-    teacher_prompts = {i: teacher.prompts.teacher_prompt_ids(groups[i], contexts[i]) for i in mixed}
-    for i in mixed:
-        excluded = sanitizers[i].hidden_values if config.zero_weight_on_masked_literals else []
-        credits[i] = teacher_credit(
+    scored = {
+        i: score_teacher_side(
             groups[i],
-            teacher_prompts[i],
+            teacher.prompts.teacher_prompt_ids(groups[i], contexts[i]),
             scorer,
             teacher.prompts,
-            config.scoring.divergence,
-            config.saliency,
-            config.weights,
-            excluded_values=excluded,
+            sanitizers[i].hidden_values if config.zero_weight_on_masked_literals else (),
         )
+        for i in mixed
+    }
     diagnostics["credit/teacher_scoring_s"] = time.perf_counter() - started
 
-    advantages, weights = [], []
-    for value, (i, j) in zip(values.tolist(), _episode_keys(groups), strict=True):
-        episode = groups[i].episodes[j]
-        w = torch.ones(len(episode.ids))  # (T,)
-        if i in credits:
-            rollout = credits[i][j]
-            w[rollout.positions] = (
-                rollout.weights
-                if config.weighting == "saliency" or len(rollout.weights) == 0
-                else rollout.weights.mean()
-            )
-        advantages.append(broadcast(value, episode) * w)
-        weights.append(w)
-    scored = [c for i in mixed for c in credits[i]]
-    diagnostics.update(_credit_diagnostics(groups, values, scored, weights, mixed))
-    return TokenAdvantages(
-        advantages=advantages,
-        weights=weights,
-        diagnostics=diagnostics,
-        teacher_prompts=[teacher_prompts.get(i) for i, _ in _episode_keys(groups)],
+    def to_credit(scores: SupportScores, excluded: torch.Tensor) -> RolloutCredit:
+        credit = rollout_credit(
+            scores, excluded, config.scoring.divergence, config.saliency, config.weights
+        )
+        if config.weighting == "uniform" and len(credit.weights):
+            return replace(credit, weights=credit.weights.mean().expand(len(credit.weights)))
+        return credit
+
+    return AwaitingStudent(
+        groups, values, scored, scorer, to_credit, _credit_diagnostics, diagnostics
     )
-
-
-def _episode_keys(groups: list[EpisodeGroup]) -> list[tuple[int, int]]:
-    return [(i, j) for i, g in enumerate(groups) for j in range(len(g.episodes))]
 
 
 def _teacher_contexts(
@@ -202,30 +182,15 @@ def _usage(analyst: object) -> dict[str, float]:
     return {n: getattr(usage, n) for n in names if isinstance(getattr(usage, n, None), int | float)}
 
 
-def _credit_diagnostics(
-    groups: list[EpisodeGroup],
-    values: torch.Tensor,
-    scored: list[RolloutCredit],
-    weights: list[torch.Tensor],
-    mixed: list[int],
-) -> dict[str, float]:
-    """§5.4's credit diagnostics: segments, divergence magnitude, weights and clipping."""
+def _credit_diagnostics(scored: list[RolloutCredit]) -> dict[str, float]:
+    """§5.4's credit diagnostics: segments, divergence magnitude, the weights applied
+    (uniform ablation included) and clipping, on the scored response tokens."""
     tokens = sum(len(c.weights) for c in scored)
-    out = {
-        "credit/mixed_group_share": len(mixed) / len(groups) if groups else 0.0,
-        "credit/advantage_abs_mean": float(values.abs().mean()) if len(values) else 0.0,
-        "credit/scored_tokens": float(tokens),
-    }
+    out = {"credit/scored_tokens": float(tokens)}
     if not tokens:
         return out
     divergence = torch.cat([c.divergence for c in scored])  # (Σ R,)
-    # The weights actually applied (uniform ablation included), on scored response tokens.
-    applied = torch.cat(
-        [
-            w[c.positions]
-            for w, c in zip(_scored_weights(groups, weights, mixed), scored, strict=True)
-        ]
-    )  # (Σ R,)
+    applied = torch.cat([c.weights for c in scored])  # (Σ R,)
     lengths = [n for c in scored for n in c.segment_lengths]
     out.update(
         {
@@ -242,14 +207,6 @@ def _credit_diagnostics(
         }
     )
     return out
-
-
-def _scored_weights(
-    groups: list[EpisodeGroup], weights: list[torch.Tensor], mixed: list[int]
-) -> list[torch.Tensor]:
-    """The weight tensors of the mixed groups' episodes, in ``scored`` order."""
-    keep = set(mixed)
-    return [w for w, (i, _) in zip(weights, _episode_keys(groups), strict=True) if i in keep]
 
 
 def _mean(xs: list[float] | list[int] | list[bool]) -> float:

@@ -2,15 +2,22 @@
 
 The student context is the group's clean prompt; the teacher context is a prompt carrying
 privileged training-time text (SGCD: the sibling credit reference; GEAR: ground truth;
-SDPO: a successful sibling). Both passes run without gradient. At every response token the
-two next-token distributions are reduced to a shared local support -- the teacher's top-K
-tokens, the observed token, and a tail bucket holding the remaining mass -- so they can be
-compared with :mod:`credit.divergence` (SGCD §4.3, App. B "Dense credit features").
+SDPO: a successful sibling). At every response token the two next-token distributions are
+reduced to a shared local support -- the teacher's top-K tokens, the observed token, and a
+tail bucket holding the remaining mass -- so they can be compared with
+:mod:`credit.divergence` (SGCD §4.3, App. B "Dense credit features").
 
-Work that is shared is done once: the tokens the two prompts have in common, and each
-prompt for all siblings of a group (its KV cache is copied to the siblings' batch). The
-tokens the sampler already encoded for the rollouts (a :class:`PromptCache`: the group's
-prompt, most of a τ³ episode) are not encoded a third time.
+The two sides run apart, without gradient. The teacher side (:meth:`TeacherScorer.score_teacher`)
+fixes the support. The student side is the policy under the clean prompt: exactly the
+logits the learner's own forward computes at the response tokens, so in training the
+student side comes from that forward (:class:`credit.reweight.AwaitingStudent`) and SGCD
+costs one extra forward, the teacher's, as the paper states;
+:meth:`TeacherScorer.score_student` computes it for callers without a learner forward.
+
+Work that is shared is done once: each prompt for all siblings of a group (its keys and
+values are read by every sibling's continuation), and the tokens the sampler already
+encoded for the rollouts (a :class:`PromptCache`: the group's prompt, most of a τ³
+episode) are not encoded again.
 """
 
 from __future__ import annotations
@@ -24,7 +31,7 @@ from typing import Any, Protocol
 import torch
 
 from agents.cpu_attention import continuation_batches, logits_after_prefix
-from agents.episode import Episode, EpisodeGroup, common_prefix
+from agents.episode import Episode, EpisodeGroup
 from credit.divergence import DIVERGENCES, entropy
 from credit.sanitizer import PrivateValues
 from envs.users import ChatBackend
@@ -62,13 +69,24 @@ class ScoringConfig:
 
 
 @dataclass
-class SupportScores:
-    """One episode's scores at its ``R`` response tokens, on CPU.
+class TeacherSide:
+    """One episode's teacher distributions at its ``R`` response tokens, on CPU.
 
     ``support_ids[:, :K]`` are the teacher's top-K tokens and ``support_ids[:, K]`` the
-    observed token; the log-prob slots follow them, plus the tail bucket last. The observed
-    token's slot is ``-inf`` in both distributions when it is already in the top-K.
+    observed token; ``teacher_logp`` has their slots plus the tail bucket last. The
+    observed token's slot is ``-inf`` when it is already in the top-K.
     """
+
+    positions: torch.Tensor  # (R,) indices into episode.ids
+    support_ids: torch.Tensor  # (R, K+1)
+    teacher_logp: torch.Tensor  # (R, K+2)
+    teacher_entropy: torch.Tensor  # (R,) entropy of the teacher's support distribution
+
+
+@dataclass
+class SupportScores:
+    """One episode's scores at its ``R`` response tokens on the teacher's support (the
+    slots of :class:`TeacherSide`), both sides, on CPU."""
 
     positions: torch.Tensor  # (R,) indices into episode.ids
     support_ids: torch.Tensor  # (R, K+1)
@@ -77,29 +95,56 @@ class SupportScores:
     teacher_entropy: torch.Tensor  # (R,) entropy of the teacher's support distribution
 
 
-def support_distributions(
-    student_logits: torch.Tensor, teacher_logits: torch.Tensor, observed: torch.Tensor, k: int
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Reduce ``(R, V)`` logits to log-probs on teacher top-K ∪ observed ∪ tail.
-
-    Returns ``(student_logp, teacher_logp)``, each ``(R, K+2)``, and ``support_ids``
-    ``(R, K+1)``. The tail is a log-sum-exp over the tokens outside the support, so it is
-    exact even when the support holds nearly all the mass (``1 - sum`` would cancel).
-    """
-    student = torch.log_softmax(student_logits.float(), dim=-1)  # (R, V)
+def teacher_support(
+    teacher_logits: torch.Tensor, observed: torch.Tensor, k: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(R, V)`` teacher logits to ``support_ids`` ``(R, K+1)`` (top-K ∪ observed) and the
+    teacher's log-probs on it ``(R, K+2)`` (tail last)."""
     teacher = torch.log_softmax(teacher_logits.float(), dim=-1)  # (R, V)
     top = teacher.topk(min(k, teacher.shape[-1]), dim=-1).indices  # (R, K)
     support_ids = torch.cat([top, observed[:, None]], dim=-1)  # (R, K+1)
-    in_top = (top == observed[:, None]).any(dim=-1)  # (R,)
+    return support_ids, _on_support(teacher, support_ids)
 
-    def on_support(logp: torch.Tensor) -> torch.Tensor:
-        slots = logp.gather(-1, support_ids)  # (R, K+1)
-        slots[:, -1] = slots[:, -1].masked_fill(in_top, float("-inf"))  # counted once
-        outside = logp.scatter(-1, support_ids, float("-inf"))  # (R, V)
-        tail = torch.logsumexp(outside, dim=-1, keepdim=True)  # (R, 1)
-        return torch.cat([slots, tail], dim=-1)  # (R, K+2)
 
-    return on_support(student), on_support(teacher), support_ids
+def on_support(logits: torch.Tensor, support_ids: torch.Tensor) -> torch.Tensor:
+    """``(R, V)`` logits to log-probs ``(R, K+2)`` on ``support_ids`` ``(R, K+1)`` plus the
+    tail. The tail is a log-sum-exp over the tokens outside the support, so it is exact even
+    when the support holds nearly all the mass (``1 - sum`` would cancel)."""
+    return _on_support(torch.log_softmax(logits.float(), dim=-1), support_ids)
+
+
+def _on_support(logp: torch.Tensor, support_ids: torch.Tensor) -> torch.Tensor:
+    in_top = (support_ids[:, :-1] == support_ids[:, -1:]).any(dim=-1)  # (R,)
+    slots = logp.gather(-1, support_ids)  # (R, K+1)
+    slots[:, -1] = slots[:, -1].masked_fill(in_top, float("-inf"))  # counted once
+    outside = logp.scatter(-1, support_ids, float("-inf"))  # (R, V)
+    tail = torch.logsumexp(outside, dim=-1, keepdim=True)  # (R, 1)
+    return torch.cat([slots, tail], dim=-1)  # (R, K+2)
+
+
+@torch.no_grad()
+def student_scores(
+    side: TeacherSide, student_logits: torch.Tensor, positions_per_chunk: int
+) -> SupportScores:
+    """Both sides' scores from an episode's teacher side and the student's ``(R, V)`` logits
+    at its response tokens (any device; reduced ``positions_per_chunk`` rows at a time)."""
+    support_ids = side.support_ids.to(student_logits.device)
+    rows = _slices(len(side.positions), positions_per_chunk)
+    parts = [on_support(student_logits[r], support_ids[r]) for r in rows]
+    student = torch.cat(parts) if parts else torch.empty(side.teacher_logp.shape)
+    return SupportScores(
+        positions=side.positions,
+        support_ids=side.support_ids,
+        student_logp=student.cpu(),
+        teacher_logp=side.teacher_logp,
+        teacher_entropy=side.teacher_entropy,
+    )
+
+
+def _slices(rows: int, chunk: int) -> list[slice]:
+    """``rows`` response positions in slices of ``chunk``: bounds the fp32 ``(chunk, V)``
+    log-softmax."""
+    return [slice(start, start + chunk) for start in range(0, rows, chunk)]
 
 
 @contextmanager
@@ -116,8 +161,7 @@ def _eval_mode(model: torch.nn.Module) -> Iterator[None]:
 @dataclass
 class _Context:
     cache: Any  # the model's KV cache after the prompt (transformers Cache)
-    last_logits: torch.Tensor | None  # (V,) logits after the prompt: predict ids[0]
-    length: int
+    last_logits: torch.Tensor  # (V,) logits after the prompt: predict ids[0]
 
 
 class PromptCache(Protocol):
@@ -132,7 +176,7 @@ class PromptCache(Protocol):
 
 
 class TeacherScorer:
-    """Scores episodes under a student and a teacher prompt with one causal LM.
+    """Scores episodes under a teacher (and a student) prompt with one causal LM.
 
     ``model`` is any transformers causal LM (``model(input_ids=..., attention_mask=...,
     cache=..., logits_to_keep=...)`` returning ``.logits`` and ``.cache``; a boolean
@@ -153,87 +197,68 @@ class TeacherScorer:
         self.prompt_cache = prompt_cache
 
     @torch.no_grad()
-    def score(
+    def score_teacher(
+        self, teacher_prompt_ids: Sequence[int], episodes: Sequence[Episode]
+    ) -> list[TeacherSide]:
+        """Each episode's teacher side: the support and the teacher's log-probs on it."""
+        sides: dict[int, TeacherSide] = {}
+        for i, logits in self._continuations(teacher_prompt_ids, episodes):
+            positions = _response_positions(episodes[i])  # (R,)
+            observed = torch.tensor(episodes[i].ids)[positions].to(logits.device)  # (R,)
+            rows = _slices(len(positions), self.config.positions_per_chunk)
+            parts = [teacher_support(logits[r], observed[r], self.config.top_k) for r in rows]
+            k_plus = min(self.config.top_k, logits.shape[-1]) + 1
+            support_ids = (
+                torch.cat([p[0] for p in parts]) if parts else torch.empty(0, k_plus).long()
+            )
+            teacher = torch.cat([p[1] for p in parts]) if parts else torch.empty(0, k_plus + 1)
+            teacher = teacher.cpu()
+            sides[i] = TeacherSide(positions, support_ids.cpu(), teacher, entropy(teacher))
+        return [sides[i] for i in range(len(episodes))]
+
+    @torch.no_grad()
+    def score_student(
         self,
         student_prompt_ids: Sequence[int],
-        teacher_prompt_ids: Sequence[int],
+        sides: Sequence[TeacherSide],
         episodes: Sequence[Episode],
     ) -> list[SupportScores]:
-        """Support distributions of each episode's response tokens under both prompts."""
-        if not student_prompt_ids or not teacher_prompt_ids:
+        """The student side on each episode's teacher support: the pass the learner's
+        forward makes anyway, for callers without one."""
+        scores: dict[int, SupportScores] = {}
+        for i, logits in self._continuations(student_prompt_ids, episodes):
+            scores[i] = student_scores(sides[i], logits, self.config.positions_per_chunk)
+        return [scores[i] for i in range(len(episodes))]
+
+    def _continuations(
+        self, prompt_ids: Sequence[int], episodes: Sequence[Episode]
+    ) -> Iterator[tuple[int, torch.Tensor]]:
+        """``(i, (R, V) logits)`` predicting episode i's response tokens after the prompt,
+        a forward batch at a time (only those rows go through the LM head, not tool
+        observations or padding)."""
+        if not prompt_ids:
             raise ValueError("teacher scoring needs non-empty student and teacher prompts")
+        lengths = [len(e.ids) for e in episodes]
+        budget = self.config.max_tokens_per_forward
         with _eval_mode(self.model):
-            # Each prompt runs at least its own last token, whose logits predict ids[0].
-            shared = min(
-                common_prefix([list(student_prompt_ids), list(teacher_prompt_ids)]),
-                len(student_prompt_ids) - 1,
-                len(teacher_prompt_ids) - 1,
-            )
-            base = self._shared(list(teacher_prompt_ids[:shared])) if shared else None
-            student = self._prompt(student_prompt_ids[shared:], base)
-            teacher = self._prompt(teacher_prompt_ids[shared:], base)
-            scores: dict[int, SupportScores] = {}
-            lengths = [len(e.ids) for e in episodes]
-            budget = self.config.max_tokens_per_forward
+            context = self._context(list(prompt_ids))
+            prefix = [(layer.keys, layer.values) for layer in context.cache.layers]
             for indices in continuation_batches(self.model, True, lengths, budget):
-                batch = [episodes[i] for i in indices]
-                student_rows = self._continue(student, batch)
-                teacher_rows = self._continue(teacher, batch)
-                for i, s_rows, t_rows in zip(indices, student_rows, teacher_rows, strict=True):
-                    scores[i] = self._reduce(episodes[i], s_rows, t_rows)
-            return [scores[i] for i in range(len(episodes))]
+                rows = [list(episodes[i].ids) for i in indices]
+                wanted = [episodes[i].response_positions() for i in indices]
+                logits = logits_after_prefix(self.model, prefix, context.last_logits, rows, wanted)
+                yield from zip(indices, logits, strict=True)
 
-    def _device(self) -> torch.device:
-        return next(self.model.parameters()).device
-
-    def _shared(self, ids: list[int]) -> _Context:
-        """Both prompts' common tokens, from the sampler's cache as far as it reaches."""
-        reused, cache = self.prompt_cache.cached_prefix(ids) if self.prompt_cache else (0, None)
-        base = _Context(cache, None, reused) if reused else None
-        return base if reused == len(ids) else self._prompt(ids[reused:], base)
-
-    def _prompt(self, ids: Sequence[int], base: _Context | None) -> _Context:
-        cache = copy.deepcopy(base.cache) if base is not None else None
-        tokens = torch.tensor([list(ids)], device=self._device())  # (1, P)
-        out = self.model(input_ids=tokens, cache=cache, use_cache=True, logits_to_keep=1)
-        offset = base.length if base is not None else 0
-        return _Context(cache=out.cache, last_logits=out.logits[0, -1], length=offset + len(ids))
-
-    def _continue(self, context: _Context, batch: list[Episode]) -> list[torch.Tensor]:
-        """Per episode, the ``(R, V)`` logits that predicted its response tokens (only
-        those go through the LM head, not tool observations or padding)."""
-        prefix = [(layer.keys, layer.values) for layer in context.cache.layers]
-        rows = [list(e.ids) for e in batch]
-        wanted = [e.response_positions() for e in batch]
-        return logits_after_prefix(self.model, prefix, context.last_logits, rows, wanted)
-
-    def _reduce(
-        self, episode: Episode, student: torch.Tensor, teacher: torch.Tensor
-    ) -> SupportScores:
-        positions = _response_positions(episode)  # (R,)
-        observed = torch.tensor(episode.ids)[positions].to(student.device)  # (R,)
-        parts = []
-        chunk = self.config.positions_per_chunk
-        for start in range(0, len(positions), chunk):
-            part = slice(start, start + chunk)
-            parts.append(
-                support_distributions(
-                    student[part], teacher[part], observed[part], self.config.top_k
-                )
-            )
-        k_plus = min(self.config.top_k, student.shape[-1]) + 1
-        if parts:
-            s_logp, t_logp, ids = (torch.cat(p).cpu() for p in zip(*parts, strict=True))
-        else:
-            s_logp = t_logp = torch.empty(0, k_plus + 1)
-            ids = torch.empty(0, k_plus, dtype=torch.long)
-        return SupportScores(
-            positions=positions,
-            support_ids=ids,
-            student_logp=s_logp,
-            teacher_logp=t_logp,
-            teacher_entropy=entropy(t_logp),
+    def _context(self, ids: list[int]) -> _Context:
+        """The prompt's keys/values, from the sampler's cache as far as it reaches; the
+        last token always runs, as its logits predict the first response token."""
+        reused, cache = (
+            self.prompt_cache.cached_prefix(ids[:-1]) if self.prompt_cache else (0, None)
         )
+        cache = copy.deepcopy(cache) if reused else None  # the sampler's views stay unwritten
+        tokens = torch.tensor([ids[reused:]], device=next(self.model.parameters()).device)
+        out = self.model(input_ids=tokens, cache=cache, use_cache=True, logits_to_keep=1)
+        return _Context(cache=out.cache, last_logits=out.logits[0, -1])
 
 
 def _response_positions(episode: Episode) -> torch.Tensor:
@@ -280,7 +305,8 @@ class Teacher:
     """
 
     model: torch.nn.Module
-    """The policy (any transformers causal LM); scored without gradient."""
+    """The policy (any transformers causal LM) the teacher side is scored with, without
+    gradient; in training the sampler's copy, whose prompt cache it can read."""
     prompts: TaskPrompts
     """The agent-side adapter: task text, private labels, teacher prompt ids, token texts."""
     analyst: ChatBackend | None = None

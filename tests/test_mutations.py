@@ -35,10 +35,15 @@ MUTATIONS = [
         (APPENDIX_A,),
     ),
     Mutation(
-        "W not detached (teacher scoring and features keep their graph)",
-        "credit/teacher.py",
-        (("    @torch.no_grad()\n    def score(", "    def score("),),
-        (APPENDIX_A,),
+        "student logits one position off the teacher's support",
+        "credit/reweight.py",
+        (
+            (
+                "student_scores(scored.sides[j], student_logits, chunk)",
+                "student_scores(scored.sides[j], student_logits.roll(1, 0), chunk)",
+            ),
+        ),
+        ("tests/credit/test_awaiting_student.py",),
     ),
     Mutation(
         "W unbounded (no cap c)",
@@ -49,11 +54,11 @@ MUTATIONS = [
     ),
     Mutation(
         "sign of A flipped by the weighting",
-        "credit/sgcd.py",
+        "credit/reweight.py",
         (
             (
-                "advantages.append(broadcast(value, episode) * w)",
-                "advantages.append(-broadcast(value, episode) * w)",
+                "return broadcast(self._values[index], self._groups[i].episodes[j])",
+                "return -broadcast(self._values[index], self._groups[i].episodes[j])",
             ),
         ),
         (APPENDIX_A,),

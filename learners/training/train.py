@@ -19,7 +19,7 @@ import json
 import random
 import time
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,7 +36,7 @@ from agents.rollout import Policy, RolloutConfig, rollout_groups
 from credit import get_credit
 from credit.task_prompts import ChatTaskPrompts
 from credit.teacher import Teacher
-from credit.types import TokenAdvantages
+from credit.types import StepCredit, TokenAdvantages
 from envs.core import ToolUseEnv
 from learners.forward import backward_shared_prefix
 from learners.registry import Learner, LearnerContext, LossInput, get_learner
@@ -310,11 +310,11 @@ class Trainer:
             return metrics
         update_start = time.perf_counter()
         credit = PendingCredit(
-            lambda: self.credit.assign(groups, self.context.teacher, self.credit_config),
+            lambda: self.credit.start(groups, self.context.teacher, self.credit_config),
             in_background=self.ranks.world == 1 and waits_on_network(self.parts.analyst),
         )
         metrics.update(self._update(groups, credit))
-        advantages = credit.result()
+        advantages = credit.complete()
         metrics["time/credit_s"] = credit.seconds
         metrics["time/credit_wait_s"] = credit.waited_s  # the part the update did not hide
         metrics["time/update_s"] = time.perf_counter() - update_start - credit.waited_s
@@ -354,11 +354,9 @@ class Trainer:
 
     def _update(self, groups: list[EpisodeGroup], credit: PendingCredit) -> dict[str, float]:
         if self.ranks.world == 1:  # the loss reads the credit lazily: the forward goes first
-            out = self._learn(groups, credit.advantages, credit.teacher_prompts)
+            out = self._learn(groups, credit)
         else:  # the other ranks need the credit before their forward
-            advantages = credit.result()
-            shared = (groups, advantages.advantages, advantages.teacher_prompts)
-            out = self._learn(*self.ranks.broadcast(shared))
+            out = self._learn(*self.ranks.broadcast((groups, credit.complete())))
         self.parts.policy.generator.sync_weights(self.parts.model)
         return out
 
@@ -368,12 +366,7 @@ class Trainer:
         if credit is not None:
             self._learn(*credit)
 
-    def _learn(
-        self,
-        groups: list[EpisodeGroup],
-        advantages: Sequence[torch.Tensor],
-        teacher_prompts: Sequence[list[int] | None],
-    ) -> dict[str, float]:
+    def _learn(self, groups: list[EpisodeGroup], credit: StepCredit) -> dict[str, float]:
         """One optimizer step on the step's groups, this rank's share backpropagated and
         the gradients summed over ranks; returns the loss metrics of all of them. A rank
         that owns every group passes the credit on unread (it may still be pending)."""
@@ -390,17 +383,15 @@ class Trainer:
         ]
         mine = [k for k, (i, _, _) in enumerate(items) if self.ranks.owns(i)]
         if len(mine) < len(items):
-            advantages = [advantages[k] for k in mine]
-            teacher_prompts = [teacher_prompts[k] for k in mine] if teacher_prompts else []
+            credit = credit.complete().subset(mine)
         sums: dict[str, float] = {}
         if mine:
             sums = backward_groups(
                 self.learner,
                 model,
                 [g for i, g in enumerate(groups) if self.ranks.owns(i)],
-                advantages,
+                credit,
                 [scales[k] for k in mine],
-                teacher_prompts,
             )
         self.ranks.sum_gradients(model)
         sums = self.ranks.sum_values(sums)
@@ -460,24 +451,24 @@ def backward_groups(
     learner: Learner,
     model: torch.nn.Module,
     groups: list[EpisodeGroup],
-    advantages: Sequence[torch.Tensor],
+    credit: StepCredit,
     scales: list[float],
-    teacher_prompts: Sequence[list[int] | None] = (),
 ) -> dict[str, float]:
-    """Backpropagate the learner's loss over a step's episodes (``advantages``, ``scales``
-    and the credit's ``teacher_prompts`` in group order; empty: none) in one
-    :func:`learners.forward.backward_shared_prefix`: the prefix every episode shares (a
-    group's prompt; across groups, the system prompt and tools) is encoded once. The
-    credit is read only by the losses, after the forward of the prefix and the first
-    micro-batch (:class:`~learners.training.pending_credit.PendingCredit`). Returns the
-    summed metrics."""
+    """Backpropagate the learner's loss over a step's episodes (``credit`` and ``scales``
+    in group order) in one :func:`learners.forward.backward_shared_prefix`: the prefix
+    every episode shares (a group's prompt; across groups, the system prompt and tools) is
+    encoded once. The credit is read only by the losses, after the forward of the prefix
+    and the first micro-batch (:class:`~learners.training.pending_credit.PendingCredit`);
+    a teacher-scored credit takes each episode's student side from this forward's logits.
+    Returns the summed metrics."""
     episodes = [(g, j) for g in groups for j in range(len(g.episodes))]
     sums: dict[str, float] = defaultdict(float)
 
     def loss_of(i: int, logits: torch.Tensor) -> torch.Tensor:
         group, j = episodes[i]
-        teacher_prompt = teacher_prompts[i] if teacher_prompts else None
-        x = LossInput(model, group, j, advantages[i], scales[i], logits, teacher_prompt)
+        advantages = credit.advantage(i, logits.detach())
+        teacher_prompt = credit.teacher_prompts[i] if credit.teacher_prompts else None
+        x = LossInput(model, group, j, advantages, scales[i], logits, teacher_prompt)
         loss, metrics = learner.loss(x)
         for k, v in metrics.items():
             sums[k] += v

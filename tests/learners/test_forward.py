@@ -79,13 +79,17 @@ def test_learner_loss_and_gradient_equal_the_per_episode_path(setup, name, budge
     )
     learner = entry.learner_class(entry.make_config(options), context)
     credit = get_credit(learner.credit_method)
-    assigned = credit.assign([group], teacher, credit.make_config(learner.credit_config()))
+    config = credit.make_config(learner.credit_config())
+    # per episode: the credit complete, its student side scored by the teacher model;
+    # shared: the student side taken from the shared forward's own logits
+    assigned = credit.assign([group], teacher, config)
     advantages, prompts = assigned.advantages, assigned.teacher_prompts
     total = sum(sum(e.response_mask) for e in group.episodes)
     scales = [1.0 / total] * len(group.episodes)
 
     model.zero_grad()
-    shared_metrics = backward_groups(learner, model, [group], advantages, scales, prompts)
+    started = credit.start([group], teacher, config)
+    shared_metrics = backward_groups(learner, model, [group], started, scales)
     shared_grad = _flat_grad(model)
 
     model.zero_grad()
@@ -123,16 +127,17 @@ def test_groups_with_different_prompts_share_one_pass(setup, budget):
     )
     learner = entry.learner_class(entry.make_config({"kl_coef": 0.5}), context)
     credit = get_credit("grpo")
-    advantages = credit.assign([group, other], None, credit.make_config()).advantages
-    scales = [0.01] * len(advantages)
+    advantages = credit.assign([group, other], None, credit.make_config())
+    scales = [0.01] * len(advantages.advantages)
     n = len(group.episodes)
 
     model.zero_grad()
     together = backward_groups(learner, model, [group, other], advantages, scales)
     together_grad = _flat_grad(model)
     model.zero_grad()
-    first = backward_groups(learner, model, [group], advantages[:n], scales[:n])
-    second = backward_groups(learner, model, [other], advantages[n:], scales[n:])
+    first = backward_groups(learner, model, [group], advantages.subset(range(n)), scales[:n])
+    second_half = advantages.subset(range(n, 2 * n))
+    second = backward_groups(learner, model, [other], second_half, scales[n:])
     _assert_close_relative(together_grad, _flat_grad(model))
     for k, v in together.items():
         assert v == pytest.approx(first[k] + second[k], rel=1e-4, abs=1e-7), k

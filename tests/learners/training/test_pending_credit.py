@@ -48,8 +48,8 @@ def _sgcd_update(setup, in_background: bool):
     model.zero_grad()
     scales = [1.0 / sum(sum(e.response_mask) for e in group.episodes)] * len(group.episodes)
     try:
-        credit = PendingCredit(lambda: method.assign([group], teacher, config), in_background)
-        backward_groups(learner, model, [group], credit.advantages, scales, credit.teacher_prompts)
+        credit = PendingCredit(lambda: method.start([group], teacher, config), in_background)
+        backward_groups(learner, model, [group], credit, scales)
     finally:
         hook.remove()
     grad = torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None])
@@ -65,7 +65,7 @@ def test_a_waiting_credit_overlaps_the_forward_and_gives_the_same_gradient(setup
     assert forward_at < analyst.replied_at[0]  # the forward ran while the analyst was out
     assert pending.seconds >= LATENCY_S
     assert pending.waited_s < pending.seconds  # part of the wait was hidden
-    assert pending.result().diagnostics["credit/mixed_group_share"] == 1.0
+    assert pending.complete().diagnostics["credit/mixed_group_share"] == 1.0
     torch.testing.assert_close(overlapped, first, rtol=1e-6, atol=0.0)
 
 
@@ -82,7 +82,7 @@ def test_an_error_in_a_background_credit_reaches_the_update(setup):
     credit = PendingCredit(failing, in_background=True)
     scales = [1.0] * len(group.episodes)
     with pytest.raises(ValueError, match="could not be read"):
-        backward_groups(learner, model, [group], credit.advantages, scales)
+        backward_groups(learner, model, [group], credit, scales)
 
 
 def test_a_credit_that_computes_here_is_computed_at_once():
