@@ -22,7 +22,6 @@ episode) are not encoded again.
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -252,10 +251,11 @@ class TeacherScorer:
     def _context(self, ids: list[int]) -> _Context:
         """The prompt's keys/values, from the sampler's cache as far as it reaches; the
         last token always runs, as its logits predict the first response token."""
+        # a fresh cache object over the sampler's tensors: extending it concatenates new
+        # tensors, the sampler's are never written
         reused, cache = (
             self.prompt_cache.cached_prefix(ids[:-1]) if self.prompt_cache else (0, None)
         )
-        cache = copy.deepcopy(cache) if reused else None  # the sampler's views stay unwritten
         tokens = torch.tensor([ids[reused:]], device=next(self.model.parameters()).device)
         out = self.model(input_ids=tokens, cache=cache, use_cache=True, logits_to_keep=1)
         return _Context(cache=out.cache, last_logits=out.logits[0, -1])

@@ -1,10 +1,11 @@
 """The training loop, written once for every learner:
 
-    rollout (dynamic sampling) -> credit.assign -> learner.loss per episode -> AdamW step
+    rollout (dynamic sampling) -> credit.start -> learner.loss per episode -> AdamW step
     -> weight sync to the sampler -> metrics, checkpoint, periodic held-out evaluation.
 
-A credit that waits on a hosted analyst runs beside the update's forward
-(:mod:`learners.training.pending_credit`).
+A teacher-scored credit takes its student side from the update's own forward
+(:class:`credit.types.StepCredit`); a credit that waits on a hosted analyst runs beside
+that forward (:mod:`learners.training.pending_credit`).
 
 A run directory holds ``run.json``, ``metrics.jsonl`` (one line per step), ``eval.jsonl``,
 ``eval_episodes/step_<k>.jsonl``, ``weights/step_<k>.npy`` (credit weights, when not all

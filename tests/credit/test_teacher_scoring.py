@@ -182,9 +182,12 @@ def test_scoring_from_the_samplers_prompt_cache_is_exact_and_skips_its_tokens(ti
         args = (group.prompt_ids, teacher_prompt, group.episodes)
         plain = _score(TeacherScorer(tiny_llama, config), *args)
         seen.clear()
+        kept = [layer.keys.clone() for layer in generator.cached_prefix(sampler_prompt)[1].layers]
         reused = _score(TeacherScorer(tiny_llama, config, generator), *args)
     finally:
         hook.remove()
+    after = generator.cached_prefix(sampler_prompt)[1].layers
+    assert all(torch.equal(a.keys, k) for a, k in zip(after, kept, strict=True))  # unwritten
     # each prompt encodes only the tokens the sampler did not (its last one always runs)
     cached = {
         len(p): common_prefix([sampler_prompt, p[:-1]]) for p in (teacher_prompt, group.prompt_ids)
