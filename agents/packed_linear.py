@@ -22,10 +22,17 @@ def _packable(weight: torch.Tensor) -> bool:
     return weight.device.type == "cpu" and weight.dtype == torch.bfloat16
 
 
+def packing_supported() -> bool:
+    """oneDNN has a bf16 linear on this CPU: it needs avx512bw/vl/dq or avx_ne_convert (on
+    an AVX2-only CPU the reorder raises; ``auto`` picks fp32 there, an explicit bfloat16
+    sampler runs ``F.linear``)."""
+    return torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+
+
 def pack_linear_weights(model: torch.nn.Module) -> int:
     """Give every bf16 CPU ``nn.Linear`` of ``model`` a packed-weight forward; returns how
-    many. A no-op where oneDNN is not available."""
-    if not torch.backends.mkldnn.is_available():
+    many. A no-op where oneDNN has no bf16 path on this CPU (:func:`packing_supported`)."""
+    if not packing_supported():
         return 0
     packed = 0
     for module in model.modules():
