@@ -3,8 +3,10 @@
     python bench/dtype.py [--quick] [--tokens N]
 
 SmolLM2 with fp32 weights (the learner's master copy), a forward over N tokens, three
-arms alternating after one untimed warm-up each; prints seconds per forward and the ratio
-of the faster of fp32/bf16 to ``auto`` (1.0: auto picked the faster).
+arms alternating after one untimed warm-up each, their order rotated every round so that
+no arm always runs right after the slow one; prints seconds per forward and the ratio of
+the faster of fp32/bf16 to ``auto`` (1.0: auto picked the faster; where ``auto`` runs the
+same arithmetic as one arm, what is left is the machine's noise).
 """
 
 from __future__ import annotations
@@ -35,9 +37,10 @@ def measure(quick: bool, tokens: int | None = None) -> tuple[list[str], dict[str
     arms = {"float32": None, "bfloat16": torch.bfloat16, "auto": auto.autocast}
     ids = torch.randint(1000, 20000, (1, tokens), generator=torch.Generator().manual_seed(0))
     times: dict[str, list[float]] = {name: [] for name in arms}
+    names = list(arms)
     for r in range(repeats + 1):
-        for name, autocast in arms.items():
-            seconds = _forward_s(model, ids, autocast)
+        for name in names[r % 3 :] + names[: r % 3]:
+            seconds = _forward_s(model, ids, arms[name])
             if r:  # round 0 is the warm-up
                 times[name].append(seconds)
     medians = {name: statistics.median(ts) for name, ts in times.items()}
