@@ -8,8 +8,11 @@ next turn's header). Re-encoding it whole every turn repeats the shared prompt (
 slot, the keys/values of the tokens it has already encoded, encodes only the new suffix,
 and encodes a prompt shared by several new episodes once (its keys/values shared until
 each episode writes its own; the part shared with the previous call's prompt, such as the
-system prompt across tasks, is not encoded again). Rows with suffixes of similar lengths
-are encoded together, then all rows of a call decode together in one padded batch:
+system prompt across tasks, is not encoded again). On CPU the rows' suffixes are encoded
+packed one after another, each attending to its own cache where it lies (no padding, no
+cache copied for the forward: a 20-task airline_mini evaluation ran 0.91x the time and
+0.83x the peak memory of the right-padded layout, which a GPU keeps); then all rows of a
+call decode together in one padded batch:
 
     row i of the batch cache: [pad .. | cached_i suffix_i] + one column per step
 
@@ -21,12 +24,15 @@ change (:meth:`HFGenerator.sync_weights`).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from itertools import accumulate
 
 import torch
 from transformers import DynamicCache
 from transformers.cache_utils import DynamicLayer
 
+from agents.cpu_attention import RowPrefixes, packs_rows
 from agents.episode import common_prefix, forward_batches
 from agents.generation import Generated, SamplingConfig
 from agents.packed_linear import pack_linear_weights
@@ -38,10 +44,11 @@ KV = list[tuple[torch.Tensor, torch.Tensor]]  # per layer: keys, values, each (H
 # step) more often, once per this many steps.
 SPARE_COLUMNS = 64
 
-# Most cached + new tokens one prefill forward lays out (its rows' caches are copied into
-# one padded buffer for it): 32K tokens hold a tau3-airline group of 8 at ~3.3K tokens in
-# one forward and cost ~0.75 GB for SmolLM2 in bf16. Unbounded, 60 evaluation rows near a
-# 4K context copied every cache at once (~4 GB) beside the caches and the decode batch.
+# Most tokens one prefill forward lays out: new tokens where rows run packed (CPU); cached
+# + new where they are right-padded, their caches copied into one padded buffer: there
+# 32K tokens hold a tau3-airline group of 8 at ~3.3K tokens in one forward and cost ~0.75
+# GB for SmolLM2 in bf16, and unbounded, 60 evaluation rows near a 4K context copied every
+# cache at once (~4 GB) beside the caches and the decode batch.
 PREFILL_TOKENS = 32_768
 
 
@@ -59,6 +66,11 @@ class _Row:
     generator: torch.Generator
     out_ids: list[int]
     out_logprobs: list[float]
+
+
+# a prefill forward of some rows: their (B, V) next-token logits and, per row, its keys and
+# values as consecutive segments (each per layer (H, L, D); [] for an empty one)
+_Encode = Callable[[list[_Row]], tuple[torch.Tensor, list[list[KV]]]]
 
 
 def _sample(
@@ -194,29 +206,34 @@ class HFGenerator:
         return self._prompt
 
     def _prefill(self, rows: list[_Row]) -> torch.Tensor:
-        """Encode every row's suffix against its cache, rows of similar suffix lengths in
-        one forward each (a turn's suffixes range from a short user reply to a long tool
-        result: one padded batch computed ~2x the tokens there are), each written straight
-        into one decode batch, and each row's own cache let go once it is there: the batch
-        is then the only copy of the keys/values (at 60 rows near a 4K context, keeping
-        the rows' caches and an intermediate copy too tripled the memory, ~12 GB here).
-        Returns ``(B, V)`` logits of each row's next token; leaves the batch cache and mask
-        in ``self``."""
+        """Encode every row's suffix against its cache, in forwards within the token budget,
+        each row's keys/values written straight into one decode batch and its own cache let
+        go once there: the batch is then the only copy of the keys/values (at 60 rows near
+        a 4K context, keeping the rows' caches and an intermediate copy too tripled the
+        memory, ~12 GB here). Returns ``(B, V)`` logits of each row's next token; leaves
+        the batch cache and mask in ``self``."""
         device = self._device()
         lengths = [len(r.cached.ids) + len(r.suffix) for r in rows]
         width = max(lengths)
         logits: list[torch.Tensor] = [torch.empty(0)] * len(rows)
         layers: KV = []  # per layer: (B, H, width + SPARE_COLUMNS, D) keys, values
-        for batch in _within_budget(forward_batches([len(r.suffix) for r in rows]), rows):
-            out, kv, valid = self._encode_suffixes([rows[i] for i in batch])
+        for batch, encode in self._prefill_batches(rows):
+            out, segments = encode([rows[i] for i in batch])
             if not layers:
-                shape = (len(rows), kv[0][0].shape[1], width + SPARE_COLUMNS, kv[0][0].shape[-1])
-                layers = [(k.new_zeros(shape), v.new_zeros(shape)) for k, v in kv]
+                (k0, v0) = segments[0][-1][0]  # a row's own keys/values, first layer (H, S, D)
+                shape = (len(rows), k0.shape[0], width + SPARE_COLUMNS, k0.shape[-1])
+                layers = [(k0.new_zeros(shape), v0.new_zeros(shape)) for _ in segments[0][-1]]
             for k, i in enumerate(batch):
                 logits[i] = out[k]
-                for (keys, values), (k_enc, v_enc) in zip(layers, kv, strict=True):
-                    keys[i, :, width - lengths[i] : width] = k_enc[k][:, valid[k]]
-                    values[i, :, width - lengths[i] : width] = v_enc[k][:, valid[k]]
+                column = width - lengths[i]  # rows right-aligned
+                for segment in segments[k]:
+                    if not segment:  # no cache
+                        continue
+                    n = segment[0][0].shape[-2]
+                    for (keys, values), (k_row, v_row) in zip(layers, segment, strict=True):
+                        keys[i, :, column : column + n] = k_row
+                        values[i, :, column : column + n] = v_row
+                    column += n
                 rows[i].cached = _Cached(rows[i].cached.ids, [])
         mask = torch.zeros((len(rows), width), dtype=torch.long)  # (B, L): rows right-aligned
         for b, n in enumerate(lengths):
@@ -227,10 +244,52 @@ class HFGenerator:
         self._positions = torch.tensor(lengths, device=device) - 1  # (B,) each last position
         return torch.stack(logits)
 
-    def _encode_suffixes(self, rows: list[_Row]) -> tuple[torch.Tensor, KV, torch.Tensor]:
+    def _prefill_batches(self, rows: list[_Row]) -> list[tuple[list[int], _Encode]]:
+        """The prefill's forwards: rows packed one after another where the model runs them
+        so (CPU, agents.cpu_attention), batches filled by real tokens; else right-padded,
+        rows of similar suffix lengths together (a turn's suffixes range from a short user
+        reply to a long tool result: one padded batch computed ~2x the tokens there are)."""
+        suffixes = [len(r.suffix) for r in rows]
+        if packs_rows(self.model):
+            batches = forward_batches(suffixes, PREFILL_TOKENS, packed=True)
+            return [(batch, self._encode_packed) for batch in batches]
+        batches = _within_budget(forward_batches(suffixes), rows)
+        return [(batch, self._encode_padded) for batch in batches]
+
+    def _encode_packed(self, rows: list[_Row]) -> tuple[torch.Tensor, list[list[KV]]]:
+        """One forward of the rows' suffixes one after another, each attending to its own
+        cache (agents.cpu_attention.RowPrefixes): no padding, no cache copied. Returns
+        ``(B, V)`` next-token logits and per row its keys/values as segments (its cache,
+        its suffix's), per layer ``(H, L, D)``."""
+        lengths = [len(r.suffix) for r in rows]
+        ends = list(accumulate(lengths))
+        tokens = torch.tensor([[t for r in rows for t in r.suffix]])  # (1, N)
+        positions = torch.cat(
+            [torch.arange(len(r.cached.ids), len(r.cached.ids) + len(r.suffix)) for r in rows]
+        )[None]  # (1, N)
+        cache = DynamicCache()  # receives the packed tokens' keys/values
+        out = self.model(
+            input_ids=tokens,
+            position_ids=positions,
+            attention_mask=torch.ones_like(tokens),  # no padding: transformers builds no mask
+            cache=cache,
+            use_cache=True,
+            logits_to_keep=torch.tensor(ends) - 1,
+            row_prefixes=RowPrefixes(
+                [[(k[None], v[None]) for k, v in r.cached.kv] for r in rows], lengths
+            ),
+        )
+        new = _layers(cache)  # per layer (1, H, N, D)
+        segments = [
+            [r.cached.kv, [(k[0, :, end - n : end], v[0, :, end - n : end]) for k, v in new]]
+            for r, end, n in zip(rows, ends, lengths, strict=True)
+        ]
+        return out.logits[0].float(), segments
+
+    def _encode_padded(self, rows: list[_Row]) -> tuple[torch.Tensor, list[list[KV]]]:
         """One forward of the rows' suffixes after their caches, laid out as
-        ``[pad .. | cached_i | pad .. | suffix_i]``: ``(B, V)`` next-token logits, the
-        layers' ``(B, H, C+S, D)`` keys/values and the ``(B, C+S)`` mask of real columns."""
+        ``[pad .. | cached_i | pad .. | suffix_i]`` (what runs on a GPU). Returns as
+        :meth:`_encode_packed` does."""
         device = self._device()
         width_c = max(len(r.cached.ids) for r in rows)
         width_s = max(len(r.suffix) for r in rows)
@@ -251,16 +310,26 @@ class HFGenerator:
                 [r.cached.kv for r in rows], width_c, width_c + width_s
             )
         ] or [_BufferedLayer() for _ in range(self.model.config.num_hidden_layers)]
-        mask = mask.to(device)
         out = self.model(
             input_ids=input_ids.to(device),
-            attention_mask=mask,
+            attention_mask=mask.to(device),
             position_ids=positions.to(device),
             cache=cache,
             use_cache=True,
             logits_to_keep=1,
         )
-        return out.logits[:, -1].float(), _layers(cache), mask.bool()
+        kv = _layers(cache)  # per layer (B, H, C+S, D)
+        segments = []
+        for b, r in enumerate(rows):
+            cached = slice(width_c - len(r.cached.ids), width_c)
+            own = slice(width_c + width_s - len(r.suffix), width_c + width_s)
+            segments.append(
+                [
+                    [(k[b, :, cached], v[b, :, cached]) for k, v in kv] if r.cached.ids else [],
+                    [(k[b, :, own], v[b, :, own]) for k, v in kv],
+                ]
+            )
+        return out.logits[:, -1].float(), segments
 
     def _decode(self, tokens: list[int]) -> torch.Tensor:
         device = self._device()

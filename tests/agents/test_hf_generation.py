@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from agents import hf_generation
+from agents.cpu_attention import packs_rows
 from agents.env_pool import EnvSpec, LocalEnvPool
 from agents.generation import SamplingConfig
 from agents.hf_generation import SPARE_COLUMNS, HFGenerator
@@ -102,6 +103,36 @@ def test_prefill_split_by_the_token_budget_stays_exact(tiny, chat, monkeypatch):
     for slot in ids:
         a, b = torch.tensor(logprobs[slot]), torch.tensor(plain_logprobs[slot])
         assert torch.allclose(a, b, atol=1e-4)
+
+
+@pytest.mark.parametrize("kv_cache", [True, False])
+def test_packed_prefill_equals_the_padded_layout(tiny, chat, monkeypatch, kv_cache):
+    """On CPU the prefill packs rows one after another, each after its own cache (or none:
+    ``kv_cache=False``); the same weights under transformers' SDPA take the right-padded
+    layout a GPU runs. Same tokens, log-probs equal to fp32 rounding."""
+    model, _ = tiny
+    padded_model, _ = load_model(ModelConfig(name="tiny-random", dtype="float32"))
+    padded_model.set_attn_implementation("sdpa")
+    assert packs_rows(model) and not packs_rows(padded_model)
+    layouts = []
+    for name in ("_encode_packed", "_encode_padded"):
+        encode = getattr(HFGenerator, name)
+
+        def spy(self, rows, encode=encode, name=name):
+            layouts.append(name)
+            return encode(self, rows)
+
+        monkeypatch.setattr(HFGenerator, name, spy)
+    sampling = SamplingConfig(temperature=1.0, top_p=0.9, max_new_tokens=8)
+    ids, logprobs, _ = _turns(_generator(model, chat, kv_cache), sampling)
+    assert set(layouts) == {"_encode_packed"}
+    layouts.clear()
+    padded_ids, padded_logprobs, _ = _turns(_generator(padded_model, chat, kv_cache), sampling)
+    assert set(layouts) == {"_encode_padded"}
+    assert ids == padded_ids
+    for slot in ids:
+        a, b = torch.tensor(logprobs[slot]), torch.tensor(padded_logprobs[slot])
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
 
 
 def test_recorded_logprobs_equal_a_teacher_forced_forward(sampled, tiny, chat):
