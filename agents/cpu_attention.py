@@ -22,8 +22,8 @@ of per-row causal calls on siblings of 72-770 tokens.
 The sampler's prefill (agents/hf_generation.py) packs its rows the same way, each row
 after its own cached keys/values (:class:`RowPrefixes`): laid out right-padded in one
 batch, with every row's cache copied into a padded buffer and attended to under a mask,
-a turn's tool results (19 rows of 200-329 tokens after caches of ~500) took 1.55x the
-time of encoding the rows one after another.
+a turn's tool results (19 rows of 200-329 tokens after caches of ~500, fp32, one thread)
+took 32.5 s against 24.4 s packed (profiled; 1.2-1.5x over repeats).
 """
 
 from __future__ import annotations
