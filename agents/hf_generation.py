@@ -217,7 +217,8 @@ class HFGenerator:
         width = max(lengths)
         logits: list[torch.Tensor] = [torch.empty(0)] * len(rows)
         layers: KV = []  # per layer: (B, H, width + SPARE_COLUMNS, D) keys, values
-        for batch, encode in self._prefill_batches(rows):
+        encode, batches = self._prefill_layout(rows)
+        for batch in batches:
             out, segments = encode([rows[i] for i in batch])
             if not layers:
                 (k0, v0) = segments[0][-1][0]  # a row's own keys/values, first layer (H, S, D)
@@ -244,17 +245,16 @@ class HFGenerator:
         self._positions = torch.tensor(lengths, device=device) - 1  # (B,) each last position
         return torch.stack(logits)
 
-    def _prefill_batches(self, rows: list[_Row]) -> list[tuple[list[int], _Encode]]:
-        """The prefill's forwards: rows packed one after another where the model runs them
-        so (CPU, agents.cpu_attention), batches filled by real tokens; else right-padded,
-        rows of similar suffix lengths together (a turn's suffixes range from a short user
-        reply to a long tool result: one padded batch computed ~2x the tokens there are)."""
+    def _prefill_layout(self, rows: list[_Row]) -> tuple[_Encode, list[list[int]]]:
+        """How the prefill's forwards run, and their rows: packed one after another where
+        the model runs them so (CPU, agents.cpu_attention), batches filled by real tokens;
+        else right-padded, rows of similar suffix lengths together (a turn's suffixes range
+        from a short user reply to a long tool result: one padded batch computed ~2x the
+        tokens there are)."""
         suffixes = [len(r.suffix) for r in rows]
         if packs_rows(self.model):
-            batches = forward_batches(suffixes, PREFILL_TOKENS, packed=True)
-            return [(batch, self._encode_packed) for batch in batches]
-        batches = _within_budget(forward_batches(suffixes), rows)
-        return [(batch, self._encode_padded) for batch in batches]
+            return self._encode_packed, forward_batches(suffixes, PREFILL_TOKENS, packed=True)
+        return self._encode_padded, _within_budget(forward_batches(suffixes), rows)
 
     def _encode_packed(self, rows: list[_Row]) -> tuple[torch.Tensor, list[list[KV]]]:
         """One forward of the rows' suffixes one after another, each attending to its own

@@ -39,7 +39,7 @@ def measure(quick: bool, tokens: int | None = None) -> tuple[list[str], dict[str
     times: dict[str, list[float]] = {name: [] for name in arms}
     names = list(arms)
     for r in range(repeats + 1):
-        for name in names[r % 3 :] + names[: r % 3]:
+        for name in names[r % len(names) :] + names[: r % len(names)]:
             seconds = _forward_s(model, ids, arms[name])
             if r:  # round 0 is the warm-up
                 times[name].append(seconds)
