@@ -11,14 +11,21 @@ temperature, seed) -> str``) and accounts its calls, tokens, cost and latency in
   model's default: ``supports_temperature`` is False and callers pass ``None``.
 * ``openai`` -- any OpenAI-compatible server (vLLM, llama.cpp, a hosted API).
 * ``local`` -- a transformers model on this machine (``agents.model`` names).
+
+:class:`EarlyStartChat` wraps a hosted backend so that a request can be sent before its
+reply is asked for (SGCD's analyst, as each group's rollouts end).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from collections import deque
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -43,6 +50,31 @@ class ChatUsage:
         self.output_tokens += output_tokens
         self.cost_usd += cost_usd
         self.seconds += seconds
+        recording = getattr(_recording, "usage", None)
+        if recording is not None and recording is not self:
+            recording.add(input_tokens, output_tokens, cost_usd, seconds)
+
+    def merge(self, other: ChatUsage) -> None:
+        self.calls += other.calls
+        self.input_tokens += other.input_tokens
+        self.output_tokens += other.output_tokens
+        self.cost_usd += other.cost_usd
+        self.seconds += other.seconds
+
+
+_recording = threading.local()
+
+
+@contextmanager
+def recorded_usage() -> Iterator[ChatUsage]:
+    """The usage of the calls this thread makes inside the block, apart from the other
+    threads' (a backend's own ``usage`` sums every thread's calls)."""
+    usage = ChatUsage()
+    _recording.usage = usage
+    try:
+        yield usage
+    finally:
+        _recording.usage = None
 
 
 @dataclass
@@ -259,6 +291,64 @@ class LocalChat:
             self.usage.add(len(context), len(out.ids), 0.0, seconds)
             replies.append(self._tokenizer.decode(out.ids, skip_special_tokens=True).strip())
         return replies
+
+
+class EarlyStartChat:
+    """A hosted backend whose requests can be sent before their replies are needed:
+    :meth:`start` sends one now, in a thread; :meth:`complete` with the same messages,
+    temperature and seed takes its reply (or its error), and sends a request not started.
+    ``usage`` accounts the calls :meth:`complete` took, when they were taken, so a step's
+    usage holds its own calls whenever they ran."""
+
+    def __init__(self, backend: Any, max_concurrent: int) -> None:
+        self.backend = backend
+        self.model = backend.model
+        self.supports_temperature = backend.supports_temperature
+        self.usage = ChatUsage()
+        self._started: dict[str, deque[Future]] = {}
+        self._lock = threading.Lock()
+        self._pool = ThreadPoolExecutor(max_workers=max_concurrent, thread_name_prefix="chat")
+
+    def start(
+        self, messages: list[dict[str, str]], *, temperature: float | None, seed: int | None
+    ) -> None:
+        future = self._pool.submit(self._call, messages, temperature, seed)
+        with self._lock:
+            self._started.setdefault(_request_key(messages, temperature, seed), deque()).append(
+                future
+            )
+
+    def complete(
+        self, messages: list[dict[str, str]], *, temperature: float | None, seed: int | None
+    ) -> str:
+        with self._lock:
+            waiting = self._started.get(_request_key(messages, temperature, seed))
+            future = waiting.popleft() if waiting else None
+        text, usage = future.result() if future else self._call(messages, temperature, seed)
+        with self._lock:
+            self.usage.merge(usage)
+        return text
+
+    def drop_unused(self) -> int:
+        """Forget the started requests nobody asked for (their replies are discarded);
+        returns how many there were."""
+        with self._lock:
+            unused = sum(len(w) for w in self._started.values())
+            self._started.clear()
+        return unused
+
+    def _call(
+        self, messages: list[dict[str, str]], temperature: float | None, seed: int | None
+    ) -> tuple[str, ChatUsage]:
+        with recorded_usage() as usage:
+            text = self.backend.complete(messages, temperature=temperature, seed=seed)
+        return text, usage
+
+
+def _request_key(
+    messages: list[dict[str, str]], temperature: float | None, seed: int | None
+) -> str:
+    return json.dumps([messages, temperature, seed], sort_keys=True)
 
 
 def waits_on_network(backend: Any) -> bool:

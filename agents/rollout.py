@@ -73,10 +73,12 @@ def rollout_episodes(
     config: RolloutConfig,
     seed: int,
     on_step: Callable[[int], None] | None = None,
+    on_episode: Callable[[int, Episode], None] | None = None,
 ) -> list[Episode]:
     """Play one episode per ``(task_id, env seed)`` job, all in lockstep; ids are absolute
     (prompt included). Sampling at env step s uses seed ``seed + s``.
-    ``on_step(n_finished)`` is called after each env step."""
+    ``on_step(n_finished)`` is called after each env step, ``on_episode(job index,
+    episode)`` as each episode ends."""
     if len(jobs) > pool.size:
         raise ValueError(
             f"{len(jobs)} episodes need {len(jobs)} env slots; the pool has {pool.size}"
@@ -87,6 +89,14 @@ def rollout_episodes(
         task_id, env_seed = jobs[slot]
         live[slot] = _Live(task_id, env_seed, ids, [0] * len(ids), [0.0] * len(ids))
     done: dict[int, Episode] = {}
+
+    def end(slot: int, episode: Episode) -> None:
+        done[slot] = episode
+        del live[slot]
+        policy.generator.release([slot])
+        if on_episode:
+            on_episode(slot, episode)
+
     step = 0
     while live:
         order = sorted(live)
@@ -119,9 +129,7 @@ def rollout_episodes(
         for slot, (obs, reward, terminated, truncated, info) in pool.step(actions).items():
             state = live[slot]
             if terminated or truncated:
-                done[slot] = _finish(state, reward, info)
-                del live[slot]
-                policy.generator.release([slot])
+                end(slot, _finish(state, reward, info))
                 continue
             extra = policy.chat.render_observation(obs)
             start = len(state.ids)
@@ -133,9 +141,7 @@ def rollout_episodes(
                 Turn(role, start, len(state.ids), "\n".join(m["content"] for m in obs["messages"]))
             )
             if config.max_context_tokens is not None and len(state.ids) > config.max_context_tokens:
-                done[slot] = _finish(state, 0.0, info, reason="context_limit")
-                del live[slot]
-                policy.generator.release([slot])
+                end(slot, _finish(state, 0.0, info, reason="context_limit"))
         step += 1
         if on_step:
             on_step(len(done))
@@ -166,10 +172,24 @@ def rollout_groups(
     seed: int,
     config: RolloutConfig,
     on_step: Callable[[int], None] | None = None,
+    on_group: Callable[[int, EpisodeGroup], None] | None = None,
 ) -> list[EpisodeGroup]:
     """``config.n`` siblings of each task, all generated in one lockstep batch; sibling k
-    of the j-th task resets its env with seed ``seed + j * n + k``."""
+    of the j-th task resets its env with seed ``seed + j * n + k``. ``on_group(j, group)``
+    is called as soon as the j-th task's siblings have all ended, while the other tasks'
+    episodes may still run (work on a group can start then: SGCD's analyst request)."""
     n = config.n
     jobs = [(t, seed + j * n + k) for j, t in enumerate(task_ids) for k in range(n)]
-    episodes = rollout_episodes(pool, policy, jobs, config, seed, on_step)
-    return [group_episodes(episodes[j * n : (j + 1) * n]) for j in range(len(task_ids))]
+    ended: dict[int, dict[int, Episode]] = {j: {} for j in range(len(task_ids))}
+    groups: dict[int, EpisodeGroup] = {}
+
+    def episode_ended(index: int, episode: Episode) -> None:
+        j, k = divmod(index, n)
+        ended[j][k] = episode
+        if len(ended[j]) == n:
+            groups[j] = group_episodes([ended[j][i] for i in range(n)])
+            if on_group:
+                on_group(j, groups[j])
+
+    rollout_episodes(pool, policy, jobs, config, seed, on_step, episode_ended)
+    return [groups[j] for j in range(len(task_ids))]

@@ -4,8 +4,8 @@
 
 Prints what the CPU can do (its capability, bf16 flags and what ``dtype: auto`` picks),
 then each benchmark's table, then one line of ratios measured in this run, each "higher
-is better" except ``sgcd_vs_grpo`` (SGCD's step time over GRPO's). ``--quick`` runs reduced
-versions (under ~2 minutes on 2 cores). Figures differ between machines: quote a ratio
+is better" except ``sgcd_vs_grpo`` and ``sgcd_hosted_*_vs_grpo`` (SGCD's step time over
+GRPO's). ``--quick`` runs reduced versions (~6 minutes on 2 cores). Figures differ between machines: quote a ratio
 with the header it was measured under.
 """
 
@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from agents.precision import resolve_dtype
-from bench import appworld_env, dtype, learner, rollouts, scoring
+from bench import appworld_env, dtype, hosted_step, learner, rollouts, scoring
 
 # name -> measure(quick) returning (table lines, ratios)
 BENCHMARKS: dict[str, Callable[[bool], tuple[list[str], dict[str, float]]]] = {
@@ -29,6 +29,7 @@ BENCHMARKS: dict[str, Callable[[bool], tuple[list[str], dict[str, float]]]] = {
     "scoring": lambda quick: _named(scoring.measure(quick), "scoring_vs_tau2"),
     "appworld": lambda quick: _named(appworld_env.measure(quick), "appworld_2_vs_1_servers"),
     "learner": learner.measure,
+    "hosted_step": hosted_step.measure,
 }
 FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile")
 

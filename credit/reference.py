@@ -179,6 +179,13 @@ def reference_messages(
     return messages, selection
 
 
+def reference_request(
+    group: EpisodeGroup, instruction: str, sanitizer: Sanitizer, config: ReferenceConfig
+) -> tuple[list[dict[str, str]], Selection]:
+    """The analyst's messages for one mixed group: its instruction and traces sanitized."""
+    return reference_messages(sanitizer(instruction), sibling_traces(group, sanitizer), config)
+
+
 def _counts(traces: list[SiblingTrace], shown: list[int]) -> str:
     # Digits are padded to the group size so the budget computed before selection holds.
     width = len(str(len(traces)))
@@ -193,10 +200,7 @@ def write_references(
     """Ask the analyst for the stepwise credit reference of each mixed group
     ``(group, instruction, sanitizer)``, all at once (:func:`agents.chat.complete_many`);
     ``None`` where the analyst failed."""
-    prompts = [
-        reference_messages(sanitizer(instruction), sibling_traces(group, sanitizer), config)
-        for group, instruction, sanitizer in requests
-    ]
+    prompts = [reference_request(*request, config) for request in requests]
     replies = complete_many(
         analyst,
         [messages for messages, _ in prompts],

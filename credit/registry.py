@@ -23,6 +23,12 @@ the student's logits at the response tokens (teacher-scored credit), a
 get it complete (``get_credit(name).assign(...)``). Learners never compute advantages
 themselves.
 
+A method may also register ``early(group, teacher, config)``: work it can start on one
+group as soon as that group's rollouts have ended and before the step's other groups
+have (SGCD: its analyst request, sent to an :class:`agents.chat.EarlyStartChat`). The
+trainer calls it for the groups the step will learn from; it must not change what
+``start`` computes.
+
 An unknown name raises ``ValueError`` listing the registered ones (verl's estimator
 registry, without per-estimator arguments).
 """
@@ -38,6 +44,7 @@ from omegaconf import OmegaConf
 from credit.types import StepCredit, TokenAdvantages
 
 AssignFn = Callable[..., StepCredit]
+EarlyFn = Callable[[Any, Any, Any], None]
 
 
 @dataclass(frozen=True)
@@ -45,6 +52,7 @@ class CreditMethod:
     name: str
     fn: AssignFn
     config_class: type
+    early: EarlyFn | None = None
 
     def start(self, groups: list, teacher: Any, config: Any) -> StepCredit:
         """The step's credit as far as it goes without the learner's forward."""
@@ -81,11 +89,13 @@ def _check_names(method: str, config_class: type, options: dict[str, Any], prefi
 _METHODS: dict[str, CreditMethod] = {}
 
 
-def register_credit(name: str, config_class: type) -> Callable[[AssignFn], AssignFn]:
+def register_credit(
+    name: str, config_class: type, early: EarlyFn | None = None
+) -> Callable[[AssignFn], AssignFn]:
     def decorate(assign: AssignFn) -> AssignFn:
         if name in _METHODS:
             raise ValueError(f"credit method {name!r} is already registered")
-        _METHODS[name] = CreditMethod(name=name, fn=assign, config_class=config_class)
+        _METHODS[name] = CreditMethod(name=name, fn=assign, config_class=config_class, early=early)
         return assign
 
     return decorate

@@ -22,6 +22,7 @@ from credit.group_relative import GroupRelativeConfig, group_advantages
 from credit.reference import (
     ReferenceConfig,
     SiblingTrace,
+    reference_request,
     render_trace,
     write_references,
 )
@@ -69,7 +70,25 @@ class SGCDConfig:
             raise ValueError(f"weighting must be one of {WEIGHTINGS}")
 
 
-@register_credit("sgcd", SGCDConfig)
+def _sanitizer(group: EpisodeGroup, teacher: Teacher, config: SGCDConfig) -> Sanitizer:
+    return Sanitizer(config.sanitizer, teacher.prompts.private_values(group))
+
+
+def start_reference(group: EpisodeGroup, teacher: Teacher, config: SGCDConfig) -> None:
+    """Send a mixed group's analyst request as soon as its rollouts end; ``assign_sgcd``
+    then takes the reply (``teacher.analyst``: an :class:`agents.chat.EarlyStartChat`)."""
+    if config.teacher_context != "credit_reference" or not group.is_mixed:
+        return
+    instruction = teacher.prompts.instruction(group)
+    messages, _ = reference_request(
+        group, instruction, _sanitizer(group, teacher, config), config.reference
+    )
+    teacher.analyst.start(
+        messages, temperature=config.reference.temperature, seed=config.reference.seed
+    )
+
+
+@register_credit("sgcd", SGCDConfig, early=start_reference)
 def assign_sgcd(
     groups: list[EpisodeGroup], teacher: Teacher | None, config: SGCDConfig
 ) -> AwaitingStudent:
@@ -85,9 +104,7 @@ def assign_sgcd(
             )
     values = group_advantages(groups, config.advantage)  # (N,)
     mixed = [i for i, g in enumerate(groups) if g.is_mixed]
-    sanitizers = {
-        i: Sanitizer(config.sanitizer, teacher.prompts.private_values(groups[i])) for i in mixed
-    }
+    sanitizers = {i: _sanitizer(groups[i], teacher, config) for i in mixed}
     diagnostics: dict[str, float] = {
         "credit/mixed_group_share": len(mixed) / len(groups) if groups else 0.0,
         "credit/advantage_abs_mean": float(values.abs().mean()) if len(values) else 0.0,

@@ -283,19 +283,49 @@ def run_train(cfg: DictConfig) -> None:
     train_one(OmegaConf.to_container(cfg, resolve=True), run_dir)
 
 
-def train_one(c: dict, run_dir: Path, between_steps: Callable[[], None] | None = None) -> None:
-    """Train (or resume) one learner in ``run_dir`` from a resolved train config;
-    ``between_steps`` runs after each step (a parallel comparison's thread share)."""
+def run_parts(c: dict, draw_size: int):
+    """What a training run is made of (``learners.training.train.RunParts``), built from a
+    resolved train config; ``draw_size``: the task groups rolled out together."""
     from agents.build import build_policy, build_pool, rollout_config
     from agents.chat import make_chat_backend
     from agents.env_pool import EnvSpec
     from agents.model import ModelConfig, load_model
-    from envs.config import build_config, check_not_held_out
+    from envs.config import build_config
     from learners.registry import get_learner
+    from learners.training.train import RunParts
+
+    entry = get_learner(c["learner"]["name"])
+    learner_options = {k: v for k, v in c["learner"].items() if k != "name"}
+    spec = EnvSpec(c["env"], c["user"])
+    eval_spec = EnvSpec({**c["env"], "split": c["eval_split"]}, c["user"])
+    rollout = rollout_config(c["rollout"])
+    policy, sampler_model = build_policy(c["model"], c["rollout"])
+    model, _ = load_model(build_config(ModelConfig, {**c["model"], "dtype": "float32"}, "model"))
+    analyst = None
+    if entry.learner_class.needs_analyst(entry.make_config(learner_options)):
+        analyst = make_chat_backend(c["credit_llm"])
+    return RunParts(
+        policy=policy,
+        sampler_model=sampler_model,
+        model=model,
+        pool=build_pool(spec, rollout.n * draw_size, c["rollout"]),
+        train_env=spec.build(),
+        eval_env=eval_spec.build(),
+        eval_spec=eval_spec,
+        eval_pool=build_pool(eval_spec, c["eval_batch"], c["rollout"]),
+        rollout=rollout,
+        analyst=analyst,
+    )
+
+
+def train_one(c: dict, run_dir: Path, between_steps: Callable[[], None] | None = None) -> None:
+    """Train (or resume) one learner in ``run_dir`` from a resolved train config;
+    ``between_steps`` runs after each step (a parallel comparison's thread share)."""
+    from envs.config import build_config, check_not_held_out
     from learners.training.checkpoint import load_trainer_state, recover_checkpoint
     from learners.training.distributed import start_ranks, stop_ranks
     from learners.training.tracking import TrackingConfig, make_trackers
-    from learners.training.train import RunParts, TrainConfig, Trainer
+    from learners.training.train import TrainConfig, Trainer
 
     check_not_held_out(c["env"]["split"], c["env"]["test_splits"], "training")
     train_cfg = build_config(TrainConfig, c["train"], "train")
@@ -307,27 +337,7 @@ def train_one(c: dict, run_dir: Path, between_steps: Callable[[], None] | None =
     tracking_cfg = build_config(TrackingConfig, c["tracking"], "tracking")
     name = c["learner"]["name"]
     learner_options = {k: v for k, v in c["learner"].items() if k != "name"}
-    entry = get_learner(name)
-    spec = EnvSpec(c["env"], c["user"])
-    eval_spec = EnvSpec({**c["env"], "split": c["eval_split"]}, c["user"])
-    rollout = rollout_config(c["rollout"])
-    policy, sampler_model = build_policy(c["model"], c["rollout"])
-    model, _ = load_model(build_config(ModelConfig, {**c["model"], "dtype": "float32"}, "model"))
-    analyst = None
-    if entry.learner_class.needs_analyst(entry.make_config(learner_options)):
-        analyst = make_chat_backend(c["credit_llm"])
-    parts = RunParts(
-        policy=policy,
-        sampler_model=sampler_model,
-        model=model,
-        pool=build_pool(spec, rollout.n * train_cfg.draw_size, c["rollout"]),
-        train_env=spec.build(),
-        eval_env=eval_spec.build(),
-        eval_spec=eval_spec,
-        eval_pool=build_pool(eval_spec, c["eval_batch"], c["rollout"]),
-        rollout=rollout,
-        analyst=analyst,
-    )
+    parts = run_parts(c, train_cfg.draw_size)
     ranks = start_ranks(train_cfg.rank_timeout_s)
     trainer = Trainer(run_dir, parts, name, learner_options, train_cfg, ranks)
     trainer.resume()

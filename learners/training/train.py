@@ -5,7 +5,8 @@
 
 A teacher-scored credit takes its student side from the update's own forward
 (:class:`credit.types.StepCredit`); a credit that waits on a hosted analyst runs beside
-that forward (:mod:`learners.training.pending_credit`).
+that forward (:mod:`learners.training.pending_credit`), and its requests go out as each
+group's rollouts end (the credit method's ``early``), beside the other groups' rollouts.
 
 A run directory holds ``run.json``, ``metrics.jsonl`` (one line per step), ``eval.jsonl``,
 ``eval_episodes/step_<k>.jsonl``, ``weights/step_<k>.npy`` (credit weights, when not all
@@ -28,7 +29,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from agents.chat import waits_on_network
+from agents.chat import EarlyStartChat, waits_on_network
 from agents.env_pool import EnvPool, EnvSpec
 from agents.episode import EpisodeGroup
 from agents.hf_generation import HFGenerator
@@ -190,6 +191,10 @@ class Trainer:
             reference = frozen_copy(parts.model)
         prompts = ChatTaskPrompts(parts.policy.chat, parts.train_env.task_labels, TEACHER_TITLE)
         generator = parts.policy.generator
+        analyst = parts.analyst
+        if self.ranks.world == 1 and waits_on_network(analyst):
+            # a step sends at most one early request per group it learns from
+            analyst = EarlyStartChat(analyst, max_concurrent=config.groups_per_step)
         self.context = LearnerContext(
             temperature=parts.rollout.sampling.temperature or 1.0,
             autocast=self.precision.autocast,
@@ -198,7 +203,7 @@ class Trainer:
             teacher=Teacher(
                 model=parts.sampler_model,
                 prompts=prompts,
-                analyst=parts.analyst,
+                analyst=analyst,
                 prompt_cache=generator if isinstance(generator, HFGenerator) else None,
             ),
         )
@@ -206,6 +211,7 @@ class Trainer:
         self.learner: Learner = entry.learner_class(learner_config, self.context)
         self.credit = get_credit(self.learner.credit_method)
         self.credit_config = self.credit.make_config(self.learner.credit_config())
+        self.early_analyst = analyst if isinstance(analyst, EarlyStartChat) else None
         self.optimizer = torch.optim.AdamW(
             parts.model.parameters(), lr=config.lr, weight_decay=config.weight_decay
         )
@@ -326,6 +332,8 @@ class Trainer:
                 "(divergence or weights all zero)"
             )
         metrics.update(advantages.diagnostics)
+        if self.early_analyst is not None:  # a request sent early that credit did not take
+            metrics["credit/analyst_early_unused"] = self.early_analyst.drop_unused()
         self._save_weights(step, advantages, groups)
         metrics["time/step_s"] = time.perf_counter() - started
         return metrics
@@ -341,7 +349,12 @@ class Trainer:
             tasks = rng.sample(self.task_ids, per_draw)
             seed = self.config.seed * 1_000_003 + step * 1_009 + draws * 101
             new = rollout_groups(
-                self.parts.pool, self.parts.policy, tasks, seed, self.parts.rollout
+                self.parts.pool,
+                self.parts.policy,
+                tasks,
+                seed,
+                self.parts.rollout,
+                on_group=self._early_credit(len(kept)),
             )
             draws += 1
             drawn += new
@@ -352,6 +365,20 @@ class Trainer:
             if len(kept) >= self.config.groups_per_step:
                 break
         return kept[: self.config.groups_per_step], drawn, draws
+
+    def _early_credit(self, kept: int) -> Callable[[int, EpisodeGroup], None] | None:
+        """The credit's early work (``CreditMethod.early``) on each rolled-out group the
+        step is sure to learn from: a usable group is kept when fewer than
+        ``groups_per_step`` usable ones can come before it, i.e. the ``kept`` of earlier
+        draws and the ``j`` before it in this draw."""
+        if self.early_analyst is None or self.credit.early is None:
+            return None
+
+        def start(j: int, group: EpisodeGroup) -> None:
+            if kept + j < self.config.groups_per_step and signal_groups([group], True):
+                self.credit.early(group, self.context.teacher, self.credit_config)
+
+        return start
 
     def _update(self, groups: list[EpisodeGroup], credit: PendingCredit) -> dict[str, float]:
         if self.ranks.world == 1:  # the loss reads the credit lazily: the forward goes first

@@ -240,3 +240,52 @@ def test_complete_many_gives_none_where_the_backend_failed():
     requests = [[{"role": "user", "content": c}] for c in ("a", "fail", "b")]
     replies = complete_many(Flaky(), requests, temperature=None, seed=None, max_concurrent=2)
     assert replies == ["A", None, "B"]
+
+
+def _openai_reply(text, prompt_tokens):
+    return {
+        "id": "c1",
+        "object": "chat.completion",
+        "created": 0,
+        "model": "qwen",
+        "choices": [
+            {"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": text}}
+        ],
+        "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": 7, "total_tokens": 0},
+    }
+
+
+def test_a_request_started_early_is_sent_once_and_accounted_when_taken():
+    from agents.chat import EarlyStartChat
+
+    other = [{"role": "user", "content": "Another group's siblings."}]
+    server = Loopback(
+        [(200, _openai_reply("early", 10)), (200, _openai_reply("late", 20))]
+        + [(400, {"error": {"message": "bad"}})] * 2
+    )
+    try:
+        backend = make_chat_backend(
+            {"kind": "openai", "model": "qwen", "base_url": server.url + "/v1", "max_retries": 0}
+        )
+        chat = EarlyStartChat(backend, max_concurrent=2)
+        chat.start(MESSAGES, temperature=0.5, seed=3)
+        for _ in range(1000):  # sent and answered before anyone asks for the reply
+            if backend.usage.calls:
+                break
+            threading.Event().wait(0.01)
+        assert backend.usage.calls == 1 and chat.usage.calls == 0
+        # a request that was not started is sent when asked for
+        assert chat.complete(other, temperature=0.5, seed=3) == "late"
+        assert chat.complete(MESSAGES, temperature=0.5, seed=3) == "early"
+        assert len(server.requests) == 2
+        assert (chat.usage.calls, chat.usage.input_tokens) == (2, 30)
+        # the same messages under another seed are another request; its error is raised
+        # where the reply is taken, and a reply nobody took is counted and forgotten
+        chat.start(MESSAGES, temperature=0.5, seed=4)
+        chat.start(other, temperature=0.5, seed=4)
+        with pytest.raises(ChatBackendError):
+            chat.complete(MESSAGES, temperature=0.5, seed=4)
+        assert chat.drop_unused() == 1 and chat.drop_unused() == 0
+    finally:
+        server.close()
+    assert chat.usage.calls == 2

@@ -203,3 +203,31 @@ def test_a_local_ray_listens_on_loopback_only():
     new = [_address(a) for a in json.loads(out.stdout.strip().splitlines()[-1])]
     assert new  # Ray's servers were seen listening
     assert all(a.is_loopback for a in new), new
+
+
+def test_each_group_is_handed_over_as_soon_as_its_siblings_end(chat):
+    """A task whose siblings give up at once is reported while the other task's gold
+    replays still run; the groups handed over are the ones returned."""
+    spec = EnvSpec({"name": "airline_mini", "split": "train"})
+    pool = LocalEnvPool(spec, 4)
+    gold = [format_action(a) for a in pool.workers[0].env.gold_actions("6")]
+    scripts = {0: ["Sorry."], 1: ["Sorry, no."], 2: gold, 3: gold}
+    policy = Policy(chat, ScriptedGenerator(chat.render_sft_target, scripts))
+    events = []
+    groups = rollout_groups(
+        pool,
+        policy,
+        ["6", "6"],
+        0,
+        RolloutConfig(n=2),
+        on_step=lambda finished: events.append(("step", finished)),
+        on_group=lambda j, group: events.append(("group", j, group)),
+    )
+    handed = [e for e in events if e[0] == "group"]
+    assert [j for _, j, _ in handed] == [0, 1]
+    assert all(group is groups[j] for _, j, group in handed)
+    assert groups[0].rewards == [0.0, 0.0] and groups[1].rewards == [1.0, 1.0]
+    steps = [e for e in events if e[0] == "step"]
+    assert len(steps) == len(gold) > 1
+    assert events.index(handed[0]) < events.index(steps[0])  # after the first env step
+    assert events.index(handed[1]) > events.index(steps[-2])
