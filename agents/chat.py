@@ -253,6 +253,11 @@ class LocalChat:
         turns = ChatFormat(self._tokenizer, ChatFormatConfig())  # its end-of-turn and pad ids
         self._generator = HFGenerator(model, turns.end_id, turns.pad_id, kv_cache=True)
 
+    @property
+    def weights(self) -> Any:
+        """The transformers model that answers (what each decode step reads)."""
+        return self._generator.model
+
     def complete(
         self, messages: list[dict[str, str]], *, temperature: float | None, seed: int | None
     ) -> str:

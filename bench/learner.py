@@ -19,7 +19,10 @@ warm-up SGCD step:
   wait runs beside the update's forward (``learners.training.pending_credit``).
 
 Also prints the shared-prefix pass's throughput as a share of the probe's matmul peak,
-counting 6 x parameters x tokens actually needed (the prompt once).
+counting 6 x parameters x tokens actually needed (the prompt once), and the local
+analyst's decode floor on this machine: each token it writes reads all its linear
+weights once (one row: memory-bound), timed here, so ``sgcd_vs_grpo_floor`` = (GRPO step
++ max_tokens x that time) / GRPO step is the least SGCD/GRPO this analyst allows.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ import time
 from dataclasses import replace
 
 import torch
+import torch.nn.functional as F
 
 from agents.build import build_policy
 from agents.chat import make_chat_backend, waits_on_network
@@ -101,6 +105,21 @@ class HostedStandIn:
         return self.replies[key]
 
 
+def _weight_read_s(model: torch.nn.Module) -> float:
+    """Seconds to read every linear weight of ``model`` once: one row through each, as a
+    decode step does (median of 5)."""
+    linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    rows = {m: torch.randn(1, m.in_features, dtype=m.weight.dtype) for m in linears}
+    times = []
+    with torch.no_grad():
+        for _ in range(6):  # the first one warms up
+            start = time.perf_counter()
+            for m in linears:
+                F.linear(rows[m], m.weight)
+            times.append(time.perf_counter() - start)
+    return statistics.median(times[1:])
+
+
 def _flat_grad(model) -> torch.Tensor:
     return torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None])
 
@@ -119,9 +138,8 @@ def measure(
     model, _ = load_model(ModelConfig(name="smollm2", dtype="float32"))
     model.train()
     precision = resolve_dtype("auto")
-    analyst = make_chat_backend(
-        {"kind": "local", "model": "smollm2", "max_tokens": 32 if quick else 256}
-    )
+    analyst_tokens = 32 if quick else 256
+    analyst = make_chat_backend({"kind": "local", "model": "smollm2", "max_tokens": analyst_tokens})
     teacher = Teacher(
         model=generator.model, prompts=prompts, analyst=analyst, prompt_cache=generator
     )
@@ -199,9 +217,19 @@ def measure(
         f"  shared-prefix gradient vs per-episode: relative difference {gap:.1e}; "
         f"{achieved:.0f} GFLOP/s = {achieved / peak:.0%} of the {precision.name} matmul peak"
     )
+    read_s = _weight_read_s(analyst.weights)
+    weight_bytes = sum(
+        m.weight.nbytes for m in analyst.weights.modules() if isinstance(m, torch.nn.Linear)
+    )
+    lines.append(
+        f"  local analyst's decode floor: {analyst_tokens} tokens x {read_s * 1e3:.1f} ms to "
+        f"read its {weight_bytes / 1e6:.0f} MB of linear weights ({weight_bytes / read_s / 1e9:.1f}"
+        f" GB/s) = {analyst_tokens * read_s:.2f} s"
+    )
     ratios = {
         "learner_prefix_vs_episode": med["per-episode"] / med["shared-prefix"],
         "sgcd_vs_grpo": med["SGCD step"] / med["GRPO step"],
+        "sgcd_vs_grpo_floor": 1 + analyst_tokens * read_s / med["GRPO step"],
     }
     if "SGCD, hosted" in med:
         ratios["sgcd_hosted_vs_grpo"] = med["SGCD, hosted"] / med["GRPO step"]

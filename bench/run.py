@@ -4,8 +4,8 @@
 
 Prints what the CPU can do (its capability, bf16 flags and what ``dtype: auto`` picks),
 then each benchmark's table, then one line of ratios measured in this run, each "higher
-is better" except ``sgcd_vs_grpo`` and ``sgcd_hosted_*_vs_grpo`` (SGCD's step time over
-GRPO's). ``--quick`` runs reduced versions (~6 minutes on 2 cores). Figures differ between machines: quote a ratio
+is better" except the ``sgcd_*`` ones (SGCD's step time over GRPO's). ``--quick`` runs
+reduced versions (~6 minutes on 2 cores). Figures differ between machines: quote a ratio
 with the header it was measured under.
 """
 
