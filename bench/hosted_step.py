@@ -35,7 +35,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from envs.config import build_config
-from learners.cli import CONFIG_DIR, run_parts
+from learners.cli import CONFIG_DIR, learner_options, run_parts
 from learners.training.train import TrainConfig, Trainer
 
 REFERENCE = (
@@ -138,7 +138,7 @@ def _measure(quick: bool, latency: float, url: str) -> tuple[list[str], dict[str
     train_cfg = build_config(TrainConfig, c["train"], "train")
     parts = run_parts(c, train_cfg.draw_size)
     parts.pool = HalfSucceeding(parts.pool, parts.rollout.n)
-    options = {k: v for k, v in c["learner"].items() if k != "name"}
+    options = learner_options(c)
     run_dir = Path(tempfile.mkdtemp(prefix="hosted_step_"))
     trainers = {
         "GRPO step": Trainer(run_dir / "grpo", parts, "grpo", {}, train_cfg),

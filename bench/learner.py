@@ -105,9 +105,9 @@ class HostedStandIn:
         return self.replies[key]
 
 
-def _weight_read_s(model: torch.nn.Module) -> float:
-    """Seconds to read every linear weight of ``model`` once: one row through each, as a
-    decode step does (median of 5)."""
+def _weight_read(model: torch.nn.Module) -> tuple[float, int]:
+    """Seconds to read every linear weight of ``model`` once, one row through each as a
+    decode step does (median of 5), and how many bytes they hold."""
     linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
     rows = {m: torch.randn(1, m.in_features, dtype=m.weight.dtype) for m in linears}
     times = []
@@ -117,7 +117,7 @@ def _weight_read_s(model: torch.nn.Module) -> float:
             for m in linears:
                 F.linear(rows[m], m.weight)
             times.append(time.perf_counter() - start)
-    return statistics.median(times[1:])
+    return statistics.median(times[1:]), sum(m.weight.nbytes for m in linears)
 
 
 def _flat_grad(model) -> torch.Tensor:
@@ -217,10 +217,7 @@ def measure(
         f"  shared-prefix gradient vs per-episode: relative difference {gap:.1e}; "
         f"{achieved:.0f} GFLOP/s = {achieved / peak:.0%} of the {precision.name} matmul peak"
     )
-    read_s = _weight_read_s(analyst.weights)
-    weight_bytes = sum(
-        m.weight.nbytes for m in analyst.weights.modules() if isinstance(m, torch.nn.Linear)
-    )
+    read_s, weight_bytes = _weight_read(analyst.weights)
     lines.append(
         f"  local analyst's decode floor: {analyst_tokens} tokens x {read_s * 1e3:.1f} ms to "
         f"read its {weight_bytes / 1e6:.0f} MB of linear weights ({weight_bytes / read_s / 1e9:.1f}"

@@ -245,8 +245,7 @@ def run_sft(cfg: DictConfig) -> None:
         f"SFT records from {cfg.env.name} {cfg.env.split}: kept {report.kept}, "
         f"discarded {report.discarded} {report.discarded_tasks or ''}"
     )
-    learner = {k: v for k, v in c["learner"].items() if k != "name"}
-    config = build_config(SFTConfig, learner, "learner sft")
+    config = build_config(SFTConfig, learner_options(c), "learner sft")
     log.info(f"SFT autocast: {resolve_dtype(config.autocast).describe()}")
     with (
         (out / "sft_metrics.jsonl").open("w") as metrics_file,
@@ -283,6 +282,11 @@ def run_train(cfg: DictConfig) -> None:
     train_one(OmegaConf.to_container(cfg, resolve=True), run_dir)
 
 
+def learner_options(c: dict) -> dict:
+    """The options of a resolved config's learner: its section less the name."""
+    return {k: v for k, v in c["learner"].items() if k != "name"}
+
+
 def run_parts(c: dict, draw_size: int):
     """What a training run is made of (``learners.training.train.RunParts``), built from a
     resolved train config; ``draw_size``: the task groups rolled out together."""
@@ -295,14 +299,13 @@ def run_parts(c: dict, draw_size: int):
     from learners.training.train import RunParts
 
     entry = get_learner(c["learner"]["name"])
-    learner_options = {k: v for k, v in c["learner"].items() if k != "name"}
     spec = EnvSpec(c["env"], c["user"])
     eval_spec = EnvSpec({**c["env"], "split": c["eval_split"]}, c["user"])
     rollout = rollout_config(c["rollout"])
     policy, sampler_model = build_policy(c["model"], c["rollout"])
     model, _ = load_model(build_config(ModelConfig, {**c["model"], "dtype": "float32"}, "model"))
     analyst = None
-    if entry.learner_class.needs_analyst(entry.make_config(learner_options)):
+    if entry.learner_class.needs_analyst(entry.make_config(learner_options(c))):
         analyst = make_chat_backend(c["credit_llm"])
     return RunParts(
         policy=policy,
@@ -336,10 +339,10 @@ def train_one(c: dict, run_dir: Path, between_steps: Callable[[], None] | None =
         return
     tracking_cfg = build_config(TrackingConfig, c["tracking"], "tracking")
     name = c["learner"]["name"]
-    learner_options = {k: v for k, v in c["learner"].items() if k != "name"}
+    options = learner_options(c)
     parts = run_parts(c, train_cfg.draw_size)
     ranks = start_ranks(train_cfg.rank_timeout_s)
-    trainer = Trainer(run_dir, parts, name, learner_options, train_cfg, ranks)
+    trainer = Trainer(run_dir, parts, name, options, train_cfg, ranks)
     trainer.resume()
     if not ranks.leader:  # a learner rank: rank 0 keeps the run's records
         trainer.run()
